@@ -1,0 +1,74 @@
+"""The preprocessed dataset format every training, evaluation and export step reads.
+
+`DIR/{split}.pt` holds a dict of tensors (so a whole split loads in one read), and
+`DIR/meta.json` the image size, resize mode and the source dataset's content hash.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cfxray.conventions import CLASSES
+from cfxray.errors import UserError
+
+
+@dataclass
+class SplitData:
+    images: torch.Tensor  # uint8 [N, H, W]
+    labels: torch.Tensor  # int64 [N], 0 NORMAL, 1 PNEUMONIA
+    files: list[str]  # manifest paths, for reports and lineage
+    patient_ids: list[str]
+    lesion_masks: torch.Tensor | None = None  # bool [N, H, W]; None when unknown (real data)
+    lung_masks: torch.Tensor | None = None  # bool [N, H, W]
+    twins: torch.Tensor | None = None  # uint8 [N, H, W], lesion-free twin; zeros where none
+    has_twin: torch.Tensor | None = None  # bool [N]
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def as_float(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """Images as float [B, 1, H, W] in [0, 1] (the library's convention)."""
+        images = self.images if index is None else self.images[index]
+        return images.unsqueeze(1).float().div_(255.0)
+
+    def class_indices(self, label: int) -> torch.Tensor:
+        return torch.nonzero(self.labels == label).flatten()
+
+
+def save_split(data: SplitData, out_dir: str | Path, split: str) -> Path:
+    path = Path(out_dir) / f"{split}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(dict(data.__dict__), path)
+    return path
+
+
+def load_split(data_dir: str | Path, split: str) -> SplitData:
+    path = Path(data_dir) / f"{split}.pt"
+    if not path.exists():
+        raise UserError(f"{data_dir} has no preprocessed '{split}' split ({path.name} missing); "
+                        "run `cfxray data preprocess` first")
+    data = SplitData(**torch.load(path, map_location="cpu", weights_only=False))
+    return data
+
+
+def require_both_classes(data: SplitData, what: str) -> None:
+    present = set(data.labels.unique().tolist())
+    missing = [CLASSES[c] for c in range(len(CLASSES)) if c not in present]
+    if missing:
+        raise UserError(f"{what} has no {' or '.join(missing)} images; both classes are needed")
+
+
+def load_meta(data_dir: str | Path) -> dict[str, Any]:
+    path = Path(data_dir) / "meta.json"
+    if not path.exists():
+        raise UserError(f"{data_dir} is not a preprocessed dataset (meta.json missing)")
+    return json.loads(path.read_text())

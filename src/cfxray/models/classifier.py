@@ -1,0 +1,116 @@
+"""The pneumonia classifier and the preprocessing that is the only way images enter it.
+
+The model takes images in the library's convention (float [0, 1], [B, 1, H, W]) and returns
+logits; its own resize and normalisation live inside `forward`, and its configuration is
+saved with the weights. So training, the CycleGAN's counterfactual loss, evaluation and the
+exported ONNX model all see identical preprocessing: the published implementation this
+project replaces fed its classifier differently normalised images in different places.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as nnf
+from torch import nn
+from torchvision import models as tvm
+
+from cfxray.errors import UserError
+
+ARCHITECTURES = ("resnet18", "densenet121", "efficientnet_b0", "smallcnn")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    arch: str = "resnet18"
+    image_size: int = 64
+    in_channels: int = 1
+    mean: float = 0.5
+    std: float = 0.25
+    num_classes: int = 2
+
+
+def _backbone(arch: str, num_classes: int) -> nn.Module:
+    """A torchvision network (random init, never downloaded) with a 1-channel stem."""
+    if arch == "resnet18":
+        net = tvm.resnet18(weights=None, num_classes=num_classes)
+        net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        return net
+    if arch == "densenet121":
+        net = tvm.densenet121(weights=None, num_classes=num_classes)
+        net.features.conv0 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        return net
+    if arch == "efficientnet_b0":
+        net = tvm.efficientnet_b0(weights=None, num_classes=num_classes)
+        first = net.features[0][0]
+        net.features[0][0] = nn.Conv2d(1, first.out_channels, kernel_size=3, stride=2,
+                                       padding=1, bias=False)
+        return net
+    if arch == "smallcnn":
+        # A deliberately different, small architecture: the independent "oracle" classifier.
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout),
+                                 nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        return nn.Sequential(block(1, 16), block(16, 32), block(32, 64), block(64, 64),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
+    raise UserError(f"unknown classifier architecture {arch!r}; choose one of {ARCHITECTURES}")
+
+
+class XrayClassifier(nn.Module):
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.net = _backbone(config.arch, config.num_classes)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != self.config.in_channels:
+            raise ValueError(f"expected [B, {self.config.in_channels}, H, W] images, "
+                             f"got shape {tuple(images.shape)}")
+        size = self.config.image_size
+        if images.shape[-2:] != (size, size):
+            images = nnf.interpolate(images, size=(size, size), mode="bilinear",
+                                     align_corners=False, antialias=False)
+        return (images - self.config.mean) / self.config.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for [0, 1] images; softmax is applied by callers that need probabilities."""
+        return self.net(self.preprocess(images))
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self(images), dim=1)
+
+
+def build_classifier(config: ClassifierConfig) -> XrayClassifier:
+    return XrayClassifier(config)
+
+
+def classifier_state(model: XrayClassifier, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    net = model.module if hasattr(model, "module") else model
+    return {"config": asdict(net.config), "state_dict": net.state_dict(), **(extra or {})}
+
+
+def load_classifier(path: str | Path, expect_size: int | None = None) -> XrayClassifier:
+    """Load a frozen classifier in eval mode; refuse one made for other images."""
+    from cfxray.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    if "config" not in ckpt or "state_dict" not in ckpt:
+        raise UserError(f"{path} is not a cfxray classifier checkpoint")
+    config = ClassifierConfig(**ckpt["config"])
+    if config.in_channels != 1:
+        raise UserError(f"classifier {path} expects {config.in_channels}-channel images; "
+                        "cfxray works on 1-channel radiographs")
+    if expect_size is not None and config.image_size != expect_size:
+        raise UserError(f"classifier {path} was trained on {config.image_size}px images but the "
+                        f"data is {expect_size}px; retrain it or preprocess the data to "
+                        f"{config.image_size}px")
+    model = XrayClassifier(config)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

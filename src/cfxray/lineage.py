@@ -21,6 +21,11 @@ from typing import Any
 from cfxray.conventions import LINEAGE_FILE
 
 TRACKED_PACKAGES = ("cfxray", "torch", "torchvision", "numpy", "onnx", "onnxruntime", "kfp", "dvc")
+# Documents written about an artifact after its record (model cards) describe it, they are
+# not its content: they are left out of its hash and their own hashes go into the record.
+DOCUMENT_FILES = ("model_card.md", "model_card.html")
+# Up to this many files, a record lists each file's hash so an audit can name the one changed.
+MAX_LISTED_FILES = 5000
 _CHUNK = 1 << 20
 
 
@@ -32,16 +37,29 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def sha256_tree(root: str | Path) -> str:
-    """Hash of a directory: relative paths and file hashes, sorted, lineage records excluded."""
+def file_hashes(root: str | Path) -> dict[str, str]:
+    """sha256 of every content file under a directory by relative path (records, documents
+    and hidden files excluded), in sorted order."""
     root = Path(root)
-    digest = hashlib.sha256()
+    hashes: dict[str, str] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if path.name == LINEAGE_FILE or "/." in f"/{rel}":
+        if path.name in (LINEAGE_FILE, *DOCUMENT_FILES) or "/." in f"/{rel}":
             continue
-        digest.update(f"{rel}\0{sha256_file(path)}\n".encode())
+        hashes[rel] = sha256_file(path)
+    return hashes
+
+
+def tree_digest(hashes: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for rel in sorted(hashes):
+        digest.update(f"{rel}\0{hashes[rel]}\n".encode())
     return digest.hexdigest()
+
+
+def sha256_tree(root: str | Path) -> str:
+    """Hash of a directory: relative paths and file hashes, sorted, lineage records excluded."""
+    return tree_digest(file_hashes(root))
 
 
 def artifact_hash(path: str | Path) -> str:
@@ -99,11 +117,11 @@ def write_lineage(
 ) -> dict[str, Any]:
     """Write `lineage.json` into an artifact directory once its content is final."""
     artifact_dir = Path(artifact_dir)
+    files = file_hashes(artifact_dir)
     record = {
         "kind": kind,
-        "sha256": sha256_tree(artifact_dir),
-        "inputs": {name: {"path": str(Path(p).resolve()), "sha256": artifact_hash(p)}
-                   for name, p in inputs.items()},
+        "sha256": tree_digest(files),
+        "inputs": {name: _input_entry(p) for name, p in inputs.items()},
         "git": git_info(),
         "params": params,
         "metrics": metrics or {},
@@ -111,9 +129,125 @@ def write_lineage(
         "context": run_context(),
         **(extra or {}),
     }
-    (artifact_dir / LINEAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    if len(files) <= MAX_LISTED_FILES:
+        record["files"] = files
+    save_lineage(artifact_dir, record)
     return record
+
+
+def _input_entry(path: str | Path) -> dict[str, Any]:
+    entry: dict[str, Any] = {"path": str(Path(path).resolve()), "sha256": artifact_hash(path)}
+    tracked = dvc_info(path)
+    if tracked:
+        entry["dvc"] = tracked
+    return entry
+
+
+def save_lineage(artifact_dir: str | Path, record: dict[str, Any]) -> None:
+    text = json.dumps(record, indent=2, sort_keys=True, default=str)
+    (Path(artifact_dir) / LINEAGE_FILE).write_text(text)
 
 
 def read_lineage(artifact_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(artifact_dir) / LINEAGE_FILE).read_text())
+
+
+def record_documents(artifact_dir: str | Path, names: tuple[str, ...] = DOCUMENT_FILES) -> None:
+    """Seal documents written after the record (model cards) by adding their hashes to it."""
+    artifact_dir = Path(artifact_dir)
+    record = read_lineage(artifact_dir)
+    record["documents"] = {name: sha256_file(artifact_dir / name)
+                           for name in names if (artifact_dir / name).is_file()}
+    save_lineage(artifact_dir, record)
+
+
+def lineage_metadata(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as KFP artifact metadata: plain JSON, without the per-file listing."""
+    meta = {k: v for k, v in record.items() if k not in ("files", "documents")}
+    meta["inputs"] = {name: {k: v for k, v in entry.items() if k != "path"}
+                      for name, entry in record.get("inputs", {}).items()}
+    return json.loads(json.dumps(meta, default=str))
+
+
+# --- DVC: the raw dataset's identity is its DVC hash at a git revision -----------------------
+
+
+def dvc_md5_tree(root: str | Path) -> str:
+    """DVC's `.dir` hash of a directory (md5 of the sorted JSON listing of file md5s)."""
+    root = Path(root)
+    entries = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        md5 = hashlib.md5()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                md5.update(chunk)
+        entries.append({"md5": md5.hexdigest(), "relpath": path.relative_to(root).as_posix()})
+    entries.sort(key=lambda e: e["relpath"])
+    listing = json.dumps(entries, sort_keys=True).encode("utf-8")
+    return hashlib.md5(listing).hexdigest() + ".dir"
+
+
+def dvc_root(path: str | Path) -> Path | None:
+    for parent in Path(path).resolve().parents:
+        if (parent / ".dvc").is_dir():
+            return parent
+    return None
+
+
+def dvc_info(path: str | Path) -> dict[str, Any] | None:
+    """How DVC tracks a path: its md5 from `dvc.lock` or a `.dvc` file, and the git revision
+    that recorded it; None when DVC does not track it."""
+    import yaml
+
+    path = Path(path).resolve()
+    root = dvc_root(path)
+    if root is None:
+        return None
+    rel = path.relative_to(root).as_posix()
+    found = _dvc_lock_out(root, rel, yaml) or _dvc_file_out(root, path, yaml)
+    if found is None:
+        return None
+    source, out = found
+    return {
+        "md5": out.get("md5"),
+        "nfiles": out.get("nfiles"),
+        "source": source,
+        "path": rel,
+        **_git_revision(root, source.split(":")[0]),
+    }
+
+
+def _dvc_lock_out(root: Path, rel: str, yaml: Any) -> tuple[str, dict[str, Any]] | None:
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return None
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
+    for stage, entry in stages.items():
+        for out in entry.get("outs") or []:
+            if out.get("path") == rel:
+                return f"dvc.lock:{stage}", out
+    return None
+
+
+def _dvc_file_out(root: Path, path: Path, yaml: Any) -> tuple[str, dict[str, Any]] | None:
+    dvc_file = path.with_name(path.name + ".dvc")
+    if not dvc_file.exists():
+        return None
+    for out in (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []:
+        if out.get("path") == path.name:
+            return dvc_file.relative_to(root).as_posix(), out
+    return None
+
+
+def _git_revision(root: Path, file: str) -> dict[str, Any]:
+    """The commit that last changed the file DVC recorded the hash in, and whether the file
+    has changed since (then the hash is not yet committed anywhere)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        rev = git("log", "-1", "--format=%H", "--", file) or None
+        dirty = bool(git("status", "--porcelain", "--", file))
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return {"rev": None, "rev_dirty": None}
+    return {"rev": rev, "rev_dirty": dirty}

@@ -1,0 +1,1 @@
+"""Evaluation of counterfactual explanations: metrics, reports and the quality gate."""

@@ -107,3 +107,33 @@ def peak_in_mask(original: torch.Tensor, counterfactual: torch.Tensor,
     change = (counterfactual - original).abs().flatten(1)
     peak = change.argmax(dim=1, keepdim=True)
     return _as_images(mask).flatten(1).gather(1, peak).squeeze(1).bool()
+
+
+def sparsity(original: torch.Tensor, counterfactual: torch.Tensor,
+             threshold: float = 0.05) -> torch.Tensor:
+    """Fraction of pixels whose intensity changed by more than `threshold` (0 = untouched)."""
+    return ((counterfactual - original).abs() > threshold).flatten(1).float().mean(dim=1)
+
+
+def twin_error_ratio(original: torch.Tensor, counterfactual: torch.Tensor,
+                     twin: torch.Tensor) -> torch.Tensor:
+    """|cf - twin|_1 / |orig - twin|_1: below 1 the counterfactual is closer to the lesion-free
+    twin than the original was (0 = reproduced the twin). NaN where the original is its twin."""
+    before = _per_image_sum((original - twin).abs())
+    ratio = _per_image_sum((counterfactual - twin).abs()) / before.clamp_min(_EPS)
+    return torch.where(before > _EPS, ratio, torch.full_like(ratio, float("nan")))
+
+
+def added_opacity_in_mask(original: torch.Tensor, counterfactual: torch.Tensor,
+                          mask: torch.Tensor) -> torch.Tensor:
+    """Share of the added opacity (brightening, cf > orig) that lies inside the mask.
+
+    For normal -> pneumonia counterfactuals with the lung-field mask: pneumonia is an opacity
+    of the lungs, so brightening outside them (bones, background) is not an explanation.
+    NaN where nothing was brightened.
+    """
+    added = (counterfactual - original).clamp_min(0)
+    inside = _per_image_sum(added * _as_images(mask).to(added.dtype))
+    total = _per_image_sum(added)
+    share = inside / total.clamp_min(_EPS)
+    return torch.where(total > _EPS, share, torch.full_like(share, float("nan")))

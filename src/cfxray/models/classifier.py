@@ -114,3 +114,33 @@ def load_classifier(path: str | Path, expect_size: int | None = None) -> XrayCla
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def load_weights_file(model: XrayClassifier, path: str | Path) -> list[str]:
+    """Start from a local weights file (never a download): a cfxray classifier checkpoint or a
+    torchvision state dict of the same architecture. A 3-channel stem is summed to one
+    channel; tensors whose shape does not fit (an ImageNet head) are left at random init and
+    returned by name.
+    """
+    from cfxray.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    source = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(source, dict) or not all(torch.is_tensor(v) for v in source.values()):
+        raise UserError(f"{path} holds no state dict of tensors")
+    source = {k.removeprefix("net."): v for k, v in source.items()}
+    target = model.net.state_dict()
+    matched = set(source) & set(target)
+    if not matched:
+        raise UserError(f"{path} has no weights for a {model.config.arch} network")
+    skipped: list[str] = sorted(set(target) - matched)
+    for name in sorted(matched):
+        weights = source[name]
+        if weights.ndim == 4 and weights.shape[1] == 3 and target[name].shape[1] == 1:
+            weights = weights.sum(dim=1, keepdim=True)  # RGB stem -> grayscale stem
+        if weights.shape == target[name].shape:
+            target[name] = weights
+        else:
+            skipped.append(name)
+    model.net.load_state_dict(target)
+    return skipped

@@ -16,6 +16,7 @@ from cfxray.errors import UserError
 # Modules that provide subcommands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "cfxray.data.commands",
+    "cfxray.data.commands",
     "cfxray.train.commands",
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cfxray.conventions import CLASSES, PNEUMONIA, SPLITS
+from cfxray.conventions import CLASSES, PNEUMONIA
 from cfxray.data import manifest
 from cfxray.data.phantom import render
+from cfxray.data.splits import assign_splits
 from cfxray.errors import UserError
 
 _PLAN_STREAM = 0
@@ -57,32 +59,8 @@ def plan(n: int, seed: int, pneumonia_fraction: float,
         count = int(rng.integers(1, MAX_IMAGES_PER_PATIENT + 1))
         patients.extend([patients[-1] + 1 if patients else 0] * count)
     patients = patients[:n]
-    split_of = assign_splits(patients, split_fractions, rng)
+    split_of = assign_splits(Counter(patients), split_fractions, rng)
     return [ImageSpec(i, int(labels[i]), patients[i], split_of[patients[i]]) for i in range(n)]
-
-
-def assign_splits(patients: Sequence[int], fractions: Sequence[float],
-                  rng: np.random.Generator) -> dict[int, str]:
-    """Shuffle patients and fill train, val, test in turn until each holds its image share."""
-    check_split_fractions(fractions)
-    images_of: dict[int, int] = {}
-    for p in patients:
-        images_of[p] = images_of.get(p, 0) + 1
-    order = rng.permutation(np.array(sorted(images_of)))
-    targets = np.cumsum(np.asarray(fractions, dtype=float) / sum(fractions)) * len(patients)
-    split_of, filled, k = {}, 0, 0
-    for p in order.tolist():
-        while k < len(SPLITS) - 1 and filled >= targets[k] - 1e-9:
-            k += 1
-        split_of[p] = SPLITS[k]
-        filled += images_of[p]
-    return split_of
-
-
-def check_split_fractions(fractions: Sequence[float]) -> None:
-    if len(fractions) != len(SPLITS) or min(fractions) < 0 or sum(fractions) <= 0:
-        raise UserError(f"split fractions must be three non-negative numbers for {SPLITS}, "
-                        f"got {list(fractions)}")
 
 
 def png_bytes(array: np.ndarray) -> bytes:

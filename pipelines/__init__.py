@@ -1,0 +1,1 @@
+"""Kubeflow pipeline definitions; `cfxray pipeline compile|run|submit` imports them lazily."""

@@ -1,0 +1,148 @@
+"""The cfxray pipeline: DVC data -> preprocess -> classifier and oracle -> counterfactual
+CycleGAN -> evaluation with a quality gate -> publish to the model repository.
+
+Compile with `python -m pipelines.cfxray_pipeline [OUT]` or `cfxray pipeline compile`; the
+compiled IR is committed as `pipelines/cfxray_pipeline.yaml`.
+"""
+
+import sys
+from pathlib import Path
+
+from kfp import compiler, dsl, kubernetes
+
+from components import (
+    evaluate,
+    export_model,
+    fetch_data,
+    locate_data,
+    preprocess,
+    train_classifier,
+    train_cyclegan,
+)
+
+PIPELINE_NAME = "cfxray"
+COMPILED_PIPELINE = Path(__file__).with_name("cfxray_pipeline.yaml")
+# Where the export step sees the model repository volume on a cluster; the Triton Deployment
+# in serving/k8s mounts the same claim.
+MODEL_REPOSITORY_MOUNT = "/mnt/model-repository"
+MODEL_REPOSITORY_PVC = "cfxray-model-repository"
+# Optional Secret with the DVC remote's S3 credentials, read by the data steps on a cluster.
+DVC_CREDENTIALS_SECRET = "cfxray-dvc-credentials"
+DVC_CREDENTIAL_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+                       "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+RETRIES = 2
+# The taint GPU node pools usually carry (NVIDIA GPU operator, GKE, EKS).
+GPU_TAINT = "nvidia.com/gpu"
+
+
+def _as_training_task(task: dsl.PipelineTask, accelerator_type: str, gpus: int, cpu: str,
+                      memory: str) -> dsl.PipelineTask:
+    """GPU, CPU and memory for a trainer, and retries (a retry resumes from the checkpoint).
+
+    GPU nodes are usually tainted, hence the toleration; DataLoader workers and NCCL share
+    tensors through /dev/shm, which a pod otherwise caps at 64 MiB.
+    """
+    task = (task.set_accelerator_type(accelerator_type).set_accelerator_limit(gpus)
+            .set_cpu_request(cpu).set_cpu_limit(cpu)
+            .set_memory_request(memory).set_memory_limit(memory)
+            .set_retry(RETRIES, backoff_duration="60s", backoff_factor=2.0)
+            .set_caching_options(True))
+    kubernetes.add_toleration(task, key=GPU_TAINT, operator="Exists", effect="NoSchedule")
+    return kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm",
+                                      medium="Memory")
+
+
+def _with_dvc_credentials(task: dsl.PipelineTask, secret: str) -> dsl.PipelineTask:
+    return kubernetes.use_secret_as_env(task, secret_name=secret,
+                                        secret_key_to_env=DVC_CREDENTIAL_KEYS, optional=True)
+
+
+@dsl.pipeline(name=PIPELINE_NAME,
+              description="Counterfactual explanations of a chest X-ray classifier: train, "
+                          "evaluate against a quality gate, publish to Triton.")
+def cfxray_pipeline(
+    data_repo_url: str,
+    data_rev: str = "",
+    data_path: str = "data/phantom",
+    dvc_credentials_secret: str = DVC_CREDENTIALS_SECRET,
+    params: dict = {},  # noqa: B006 (KFP reads literal defaults); empty: the image's params.yaml
+    model_repository: str = MODEL_REPOSITORY_MOUNT,
+    model_repository_pvc: str = MODEL_REPOSITORY_PVC,
+    accelerator_type: str = "nvidia.com/gpu",
+    gpus_per_training_task: int = 1,
+    training_cpu: str = "8",
+    training_memory: str = "32Gi",
+):
+    """Train, evaluate and publish one model version.
+
+    Args:
+        data_repo_url: DVC repository holding the raw dataset: a git URL on a cluster, a
+            local path for local runs.
+        data_rev: git revision of that repository (pin a commit so caching is exact; empty:
+            the working tree locally, the default branch remotely).
+        data_path: the DVC-tracked dataset directory inside the repository.
+        dvc_credentials_secret: Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the
+            DVC remote (optional: absent means the remote needs none).
+        params: a whole params.yaml as a mapping, used by every step (empty: the image's).
+        model_repository: the Triton model repository the export step publishes into.
+        model_repository_pvc: the PersistentVolumeClaim mounted there on a cluster.
+        accelerator_type: Kubernetes resource name of the training accelerator.
+        gpus_per_training_task: GPUs per trainer; above 1 the trainer runs under torchrun.
+        training_cpu: CPU request and limit of each trainer.
+        training_memory: memory request and limit of each trainer.
+    """
+    version = locate_data(repo_url=data_repo_url, rev=data_rev, path=data_path)
+    version.set_display_name("locate data version (DVC)").set_caching_options(False)
+    _with_dvc_credentials(version, dvc_credentials_secret)
+    raw = fetch_data(repo_url=data_repo_url, commit=version.outputs["commit"], path=data_path,
+                     md5=version.outputs["md5"])
+    raw.set_display_name("fetch data (DVC)").set_caching_options(True)
+    _with_dvc_credentials(raw, dvc_credentials_secret)
+
+    prepared = preprocess(raw=raw.outputs["dataset"], params=params)
+    prepared.set_display_name("preprocess").set_caching_options(True)
+    data = prepared.outputs["prepared"]
+
+    resources = {"accelerator_type": accelerator_type, "gpus": gpus_per_training_task,
+                 "cpu": training_cpu, "memory": training_memory}
+    classifier = _as_training_task(
+        train_classifier(data=data, params=params, section="train_classifier",
+                         nproc=gpus_per_training_task), **resources)
+    classifier.set_display_name("train classifier")
+    oracle = _as_training_task(
+        train_classifier(data=data, params=params, section="train_oracle",
+                         nproc=gpus_per_training_task), **resources)
+    oracle.set_display_name("train oracle")
+    cyclegan = _as_training_task(
+        train_cyclegan(data=data, classifier=classifier.outputs["classifier"],
+                       oracle=oracle.outputs["classifier"], params=params,
+                       nproc=gpus_per_training_task), **resources)
+    cyclegan.set_display_name("train counterfactual CycleGAN")
+
+    evaluation = evaluate(data=data, classifier=classifier.outputs["classifier"],
+                          oracle=oracle.outputs["classifier"],
+                          generators=cyclegan.outputs["generators"], params=params)
+    evaluation.set_display_name("evaluate + gate").set_caching_options(True)
+    evaluation.set_cpu_request("2").set_memory_request("8Gi")
+
+    # The evaluate step returns the gate verdict as its single output.
+    with dsl.If(evaluation.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
+        export = export_model(classifier=classifier.outputs["classifier"],
+                              generators=cyclegan.outputs["generators"],
+                              evaluation=evaluation.outputs["evaluation"],
+                              model_repository=model_repository, params=params)
+        # Publishing has a side effect outside the pipeline root: never served from cache.
+        export.set_display_name("export + publish").set_caching_options(False)
+        kubernetes.mount_pvc(export, pvc_name=model_repository_pvc,
+                             mount_path=MODEL_REPOSITORY_MOUNT)
+
+
+def compile_pipeline(out: str | Path = COMPILED_PIPELINE) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(cfxray_pipeline, str(out))
+    return out
+
+
+if __name__ == "__main__":
+    print(compile_pipeline(sys.argv[1] if len(sys.argv) > 1 else COMPILED_PIPELINE))

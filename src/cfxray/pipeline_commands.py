@@ -1,0 +1,319 @@
+"""`cfxray pipeline compile | run --local | submit`: the Kubeflow pipeline from the command line.
+
+The pipeline itself lives in the checkout's `pipelines/` and `components/` (they import kfp);
+they are imported only inside these commands, so the library stays free of kfp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cfxray.errors import UserError
+from cfxray.params import DEFAULT_PARAMS, load_params
+
+PIPELINE_MODULE = "pipelines.cfxray_pipeline"
+COMPILED_PIPELINE = Path("pipelines") / "cfxray_pipeline.yaml"
+DEFAULTS: dict[str, Any] = {
+    "data_repo": ".",
+    "data_rev": "",
+    "data_path": "data/phantom",
+    "model_repository": "model_repository",
+    "local_root": "outputs/pipeline",
+    "experiment": "cfxray",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pipeline", help="compile, run locally or submit the Kubeflow pipeline",
+        description="The Kubeflow pipeline: DVC data -> preprocess -> classifier, oracle -> "
+                    "CycleGAN -> evaluation gate -> publish. Defaults from the `pipeline` "
+                    "section of params.yaml.")
+    commands = parser.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
+
+    compile_ = commands.add_parser("compile", help="compile the pipeline to KFP IR YAML")
+    compile_.add_argument("--out", type=Path, default=None,
+                          help=f"output file (default: the committed {COMPILED_PIPELINE})")
+    compile_.set_defaults(func=compile_command)
+
+    run = commands.add_parser(
+        "run", help="run the whole pipeline on this machine (kfp.local SubprocessRunner)")
+    run.add_argument("--local", action="store_true", required=True,
+                     help="run here with kfp.local (use `submit` for a cluster)")
+    _add_run_arguments(run)
+    run.add_argument("--model-repo", type=Path, default=None,
+                     help="model repository the export publishes into")
+    run.add_argument("--root", type=Path, default=None,
+                     help="local pipeline root: where every step's outputs land")
+    run.set_defaults(func=run_local_command)
+
+    submit = commands.add_parser(
+        "submit", help="create a run, or a recurring run, on a Kubeflow Pipelines endpoint")
+    submit.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.org")
+    submit.add_argument("--experiment", default=None, help="experiment name")
+    submit.add_argument("--schedule", metavar="CRON", default=None,
+                        help="recurring run on this cron schedule (5 fields, or KFP's 6 with "
+                             "seconds first, or @daily / @every 12h)")
+    submit.add_argument("--run-name", default=None, help="name of the run or recurring run")
+    submit.add_argument("--namespace", default=None, help="Kubeflow profile namespace")
+    submit.add_argument("--arg", dest="pipeline_args", action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="set another pipeline parameter, e.g. gpus_per_training_task=4")
+    _add_run_arguments(submit)
+    submit.set_defaults(func=submit_command)
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS,
+                        help="params.yaml every step reads (default: %(default)s)")
+    parser.add_argument("--override", type=Path, action="append", default=[], metavar="FILE",
+                        help="YAML merged over the params, e.g. pipelines/params-gpu-512.yaml")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="set one parameter, e.g. train_cyclegan.epochs=2 (YAML value)")
+    parser.add_argument("--data-repo", default=None,
+                        help="DVC repository with the dataset: a path locally, a git URL for submit")
+    parser.add_argument("--data-rev", default=None,
+                        help="its git revision (locally, empty means the working tree)")
+    parser.add_argument("--data-path", default=None, help="the DVC-tracked dataset in it")
+
+
+# --- parameters ----------------------------------------------------------------------------------
+
+
+def run_params(params_file: Path, overrides: list[Path], sets: list[str]) -> dict[str, Any]:
+    """The params.yaml every step of this run reads: the file, override files, then --set."""
+    if not params_file.exists():
+        raise UserError(f"params file {params_file} not found")
+    params = load_params(params_file)
+    for path in overrides:
+        if not path.exists():
+            raise UserError(f"override file {path} not found")
+        merge(params, yaml.safe_load(path.read_text()) or {})
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise UserError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        nested: Any = yaml.safe_load(value) if value else ""
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        merge(params, nested)
+    return params
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `extra` into `base` (mappings merge, anything else replaces)."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def pipeline_settings(params: dict[str, Any]) -> dict[str, Any]:
+    return {**DEFAULTS, **(params.get("pipeline") or {})}
+
+
+# --- compile -------------------------------------------------------------------------------------
+
+
+def project_root() -> Path:
+    """The checkout holding `pipelines/` and `components/`: the working directory or a parent,
+    else the checkout this package is installed from (editable install)."""
+    here = Path.cwd().resolve()
+    source = Path(__file__).resolve().parents[2]
+    for candidate in (here, *here.parents, source):
+        if (candidate / "pipelines" / "cfxray_pipeline.py").is_file() and (
+                candidate / "components").is_dir():
+            return candidate
+    raise UserError("pipelines/cfxray_pipeline.py not found: run from the cfxray checkout")
+
+
+def load_pipeline_module() -> Any:
+    root = str(project_root())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        return importlib.import_module(PIPELINE_MODULE)
+    except ImportError as exc:
+        raise UserError(f"cannot load the pipeline ({exc}); install the mlops extras "
+                        "(kfp, kfp-kubernetes)") from exc
+
+
+def compile_command(args: argparse.Namespace) -> int:
+    module = load_pipeline_module()
+    out = module.compile_pipeline(args.out or module.COMPILED_PIPELINE)
+    print(f"compiled pipeline {module.PIPELINE_NAME!r} to {out}")
+    return 0
+
+
+# --- run --local ---------------------------------------------------------------------------------
+
+
+def run_local_command(args: argparse.Namespace) -> int:
+    params = run_params(args.params, args.override, args.sets)
+    settings = pipeline_settings(params)
+    data_repo = Path(args.data_repo or settings["data_repo"]).resolve()
+    if not data_repo.is_dir():
+        raise UserError(f"DVC repository {data_repo} not found (a local path for run --local)")
+    data_rev = settings["data_rev"] if args.data_rev is None else args.data_rev
+    root = (args.root or Path(settings["local_root"])).resolve()
+    model_repo = (args.model_repo or Path(settings["model_repository"])).resolve()
+    arguments = {
+        "data_repo_url": str(data_repo),
+        "data_rev": str(data_rev or ""),
+        "data_path": args.data_path or settings["data_path"],
+        "params": params,
+        "model_repository": str(model_repo),
+    }
+    run_dir = run_local(arguments, root)
+    return report_local_run(run_dir)
+
+
+def run_local(arguments: dict[str, Any], root: Path) -> Path:
+    """Run the pipeline with kfp.local in subprocesses of this Python (no venv, no image) and
+    return the run's folder under the pipeline root."""
+    module = load_pipeline_module()
+    from kfp import local
+
+    root.mkdir(parents=True, exist_ok=True)
+    before = {p.name for p in root.iterdir()}
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+               raise_on_error=True)
+    failure: RuntimeError | None = None
+    with warnings.catch_warnings():
+        # The components name the project image; locally they run in this environment.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        try:
+            module.cfxray_pipeline(**arguments)
+        except RuntimeError as exc:
+            failure = exc
+    new = sorted(p for p in root.iterdir() if p.is_dir() and p.name not in before)
+    if failure is not None:
+        where = f" (outputs so far in {new[-1]})" if new else ""
+        raise UserError(f"{failure}: see that task's log above{where}")
+    if not new:
+        raise UserError(f"the pipeline ran but left no run folder in {root}")
+    return new[-1]
+
+
+def task_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each task's artifacts (name -> path) and parameters, from its executor output."""
+    tasks: dict[str, dict[str, Any]] = {}
+    for output_file in sorted(run_dir.glob("*/executor_output.json")):
+        record = json.loads(output_file.read_text())
+        artifacts = {name: [a.get("uri") for a in entry.get("artifacts", [])]
+                     for name, entry in (record.get("artifacts") or {}).items()}
+        task_dir = output_file.parent
+        for path in sorted(task_dir.iterdir()):
+            if path.name != output_file.name and path.name not in artifacts:
+                artifacts[path.name] = [str(path)]
+        tasks[task_dir.name] = {"artifacts": artifacts,
+                                "parameters": record.get("parameterValues") or {}}
+    return tasks
+
+
+def publication(run_dir: Path) -> dict[str, Any] | None:
+    from cfxray.pipeline_steps import PUBLICATION_FILE
+
+    found = sorted(run_dir.glob(f"*/*/{PUBLICATION_FILE}"))
+    return json.loads(found[-1].read_text()) if found else None
+
+
+def report_local_run(run_dir: Path) -> int:
+    """Print where every artifact landed; exit 1 when the gate kept the model unpublished."""
+    print(f"\npipeline run: {run_dir}")
+    tasks = task_outputs(run_dir)
+    for task, outputs in tasks.items():
+        print(f"  {task}")
+        for name, paths in outputs["artifacts"].items():
+            for path in paths:
+                print(f"    {name:<16} {path}")
+        for name, value in outputs["parameters"].items():
+            print(f"    {name:<16} = {value}")
+    published = publication(run_dir)
+    if published is None:
+        gate = (tasks.get("evaluate") or {}).get("parameters", {}).get("Output")
+        print("\nquality gate failed: export skipped, nothing published" if gate is False
+              else "\nnothing published")
+        return 1
+    print(f"\npublished version {published['version']} to {published['model_repository']}")
+    for name, path in published["models"].items():
+        print(f"  {name:<14} {path}")
+    return 0
+
+
+# --- submit --------------------------------------------------------------------------------------
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    from cfxray.pipeline_cron import kfp_cron
+
+    cron = kfp_cron(args.schedule) if args.schedule is not None else None
+    if not re.match(r"^https?://[^/\s]+", args.host):
+        raise UserError(f"--host {args.host!r}: expected an http(s):// URL")
+    params = run_params(args.params, args.override, args.sets)
+    settings = pipeline_settings(params)
+    data_repo = args.data_repo or settings.get("data_repo_url") or ""
+    if not is_remote_url(data_repo):
+        raise UserError("a cluster cannot read a local DVC repository: pass --data-repo with "
+                        "a git URL (or set pipeline.data_repo_url in params.yaml)")
+    data_rev = settings["data_rev"] if args.data_rev is None else args.data_rev
+    module = load_pipeline_module()
+    arguments = {"data_repo_url": data_repo, "data_rev": str(data_rev or ""),
+                 "data_path": args.data_path or settings["data_path"], "params": params,
+                 **parse_pipeline_args(args.pipeline_args, pipeline_inputs(module))}
+    experiment = args.experiment or settings["experiment"]
+    import kfp
+
+    client = kfp.Client(host=args.host, namespace=args.namespace)
+    run_name = args.run_name or f"{module.PIPELINE_NAME}-{'scheduled' if cron else 'run'}"
+    if cron is None:
+        run = client.create_run_from_pipeline_func(
+            module.cfxray_pipeline, arguments=arguments, run_name=run_name,
+            experiment_name=experiment, namespace=args.namespace, enable_caching=True)
+        print(f"submitted run {run.run_id} in experiment {experiment!r} on {args.host}")
+        return 0
+    import tempfile
+
+    exp = client.create_experiment(name=experiment, namespace=args.namespace)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = module.compile_pipeline(Path(tmp) / "cfxray_pipeline.yaml")
+        job = client.create_recurring_run(
+            experiment_id=exp.experiment_id, job_name=run_name, cron_expression=cron,
+            pipeline_package_path=str(package), params=arguments, max_concurrency=1,
+            no_catchup=True, enable_caching=True)
+    print(f"scheduled recurring run {job.recurring_run_id} ({cron}) in experiment "
+          f"{experiment!r} on {args.host}")
+    return 0
+
+
+def is_remote_url(url: str) -> bool:
+    return bool(re.match(r"^[a-z][a-z0-9+.-]*://", url) or re.match(r"^[\w.-]+@[\w.-]+:", url))
+
+
+def pipeline_inputs(module: Any) -> set[str]:
+    return set(module.cfxray_pipeline.component_spec.inputs or {})
+
+
+def parse_pipeline_args(items: list[str], known: set[str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--arg {item!r}: expected NAME=VALUE")
+        if name not in known:
+            raise UserError(f"--arg {name!r}: the pipeline has no such parameter; it takes "
+                            f"{', '.join(sorted(known))}")
+        parsed[name] = yaml.safe_load(value) if value else ""
+    return parsed
+

@@ -1,0 +1,1 @@
+"""Audit trail: walk a served model's lineage, write model cards, reproduce training."""

@@ -1,0 +1,277 @@
+"""Model cards (Model Card Toolkit fields) for each published Triton model version.
+
+The card is built from the version's lineage chain, never typed by hand: details from the
+export record, data identities (sha256, DVC hash and revision) from the data records, metrics
+with their confidence intervals from the evaluation. `model_card.json` keeps the Model Card
+Toolkit schema (model_details, model_parameters, quantitative_analysis, considerations);
+`model_card.md` and `model_card.html` render it. The card's hashes are sealed into the
+version's `lineage.json`, so an audit notices an edited card.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from cfxray.audit.chain import Node, _Walker
+from cfxray.audit.metrics_table import MetricRow, metric_rows
+from cfxray.conventions import LINEAGE_FILE
+from cfxray.errors import UserError
+from cfxray.lineage import record_documents
+from cfxray.params import section
+
+DEFAULT_OWNERS = ("cfxray maintainers",)
+OVERVIEWS = {
+    "classifier": "Pneumonia classifier for frontal chest X-rays: returns NORMAL / PNEUMONIA "
+                  "probabilities for a grayscale image.",
+    "generator_n2p": "CycleGAN generator G (NORMAL -> PNEUMONIA): produces the counterfactual "
+                     "image the classifier would call PNEUMONIA.",
+    "generator_p2n": "CycleGAN generator F (PNEUMONIA -> NORMAL): produces the counterfactual "
+                     "image the classifier would call NORMAL.",
+    "explain": "Counterfactual explanation ensemble: classifier probabilities, the counterfactual "
+               "towards the other class and its difference from the original image.",
+}
+INTENDED_USES = (
+    "Research on counterfactual explanations of chest X-ray classifiers: showing which image "
+    "regions a classifier's decision depends on.",
+    "Teaching and method development for explainable medical-image models.",
+)
+OUT_OF_SCOPE_USES = (
+    "Clinical diagnosis, triage, screening or any decision about a patient.",
+    "Use as a medical device or as a substitute for a radiologist's reading.",
+    "Images from other modalities, views (lateral), paediatric-vs-adult transfer or "
+    "populations the training data does not cover, without a new evaluation.",
+)
+ETHICS = (
+    ("Risk of being mistaken for a diagnostic tool",
+     "Cards, API and UI state research use only; no clinical claims are made."),
+    ("Counterfactual images look like real radiographs and could mislead",
+     "Counterfactuals are shown beside the original and the difference map, labelled synthetic, "
+     "and never stored as patient images."),
+    ("Dataset bias (site, device, age, sex) can be learnt as a shortcut",
+     "Counterfactual difference maps are meant to expose such shortcuts; evaluate per subgroup "
+     "before drawing conclusions."),
+    ("Patient privacy",
+     "Training data must be de-identified; the phantom data contains no patient information."),
+)
+
+
+def _by_role(root: Node) -> dict[str, Node]:
+    """First artifact of each role, breadth first (the classifier before the oracle)."""
+    found: dict[str, Node] = {}
+    queue = [root]
+    while queue:
+        node = queue.pop(0)
+        if node.role and node.role not in found and node.record is not None:
+            found[node.role] = node
+        queue.extend(node.children)
+    return found
+
+
+def _licence() -> str:
+    try:
+        meta = metadata.metadata("cfxray")
+    except metadata.PackageNotFoundError:
+        return "Apache-2.0"
+    return meta.get("License-Expression") or meta.get("License") or "Apache-2.0"
+
+
+def _data_entry(role: str, node: Node) -> dict[str, Any]:
+    record = node.record or {}
+    entry: dict[str, Any] = {
+        "name": f"{role} dataset ({record.get('kind')})",
+        "link": str(node.path),
+        "sha256": record.get("sha256"),
+        "created_utc": (record.get("context") or {}).get("created_utc"),
+        "params": record.get("params") or {},
+    }
+    if node.dvc:
+        entry["dvc"] = {k: node.dvc.get(k) for k in ("md5", "source", "rev")}
+    summary = node.path / "summary.json"
+    if summary.is_file():
+        entry["summary"] = json.loads(summary.read_text())
+    return entry
+
+
+def _evaluation_metrics(node: Node | None) -> list[MetricRow]:
+    if node is None:
+        return []
+    path = node.path / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else (node.record or {}).get("metrics")
+    return metric_rows(metrics or {})
+
+
+def _is_phantom(raw: Node | None) -> bool:
+    """A raw dataset made from nothing (no source input) is generated, i.e. synthetic."""
+    if raw is None:
+        return False
+    record = raw.record or {}
+    summary = raw.path / "summary.json"
+    source = json.loads(summary.read_text()).get("source") if summary.is_file() else None
+    return source == "phantom" or not record.get("inputs") or "phantom" in raw.path.name
+
+
+def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
+               search_roots: list[str | Path] | None = None) -> dict[str, Any]:
+    """The card's fields (Model Card Toolkit schema) for one Triton model version folder."""
+    version_dir = Path(version_dir)
+    if not (version_dir / LINEAGE_FILE).is_file():
+        raise UserError(f"{version_dir} has no {LINEAGE_FILE}; export the model first")
+    model, version = version_dir.parent.name, version_dir.name
+    roots = [Path(p) for p in (search_roots or [])] + [version_dir.resolve().parents[1],
+                                                        Path.cwd()]
+    root = _Walker(roots).served(model, version, version_dir)
+    roles = _by_role(root)
+    export = root.record or {}
+    options = section("model_card", params_file)
+    classifier, raw = roles.get("classifier"), roles.get("raw")
+    rows = _evaluation_metrics(roles.get("evaluation"))
+    arch = ((classifier.record or {}).get("params") or {}).get("arch") if classifier else None
+    limitations = [
+        "Trained at a small image size; fine findings below that resolution are invisible to it.",
+        "Counterfactuals show what changes this classifier's decision, not what causes disease.",
+        "Metrics are estimated on one held-out test split; confidence intervals are bootstrap "
+        "intervals over its images, not over sites or scanners.",
+    ]
+    if _is_phantom(raw):
+        limitations.insert(0, "Trained and evaluated on SYNTHETIC PHANTOM images generated by "
+                              "`cfxray data phantom`, not on real radiographs: its metrics say "
+                              "nothing about performance on patients.")
+    card = {
+        "model_details": {
+            "name": model,
+            "overview": OVERVIEWS.get(model, f"cfxray model {model}."),
+            "version": {"name": version,
+                        "date": (export.get("context") or {}).get("created_utc"),
+                        "git_commit": (export.get("git") or {}).get("commit"),
+                        "git_dirty": (export.get("git") or {}).get("dirty")},
+            "owners": [{"name": o} for o in options.get("owners", DEFAULT_OWNERS)],
+            "licenses": [{"identifier": options.get("license", _licence())}],
+            "references": [{"reference": r} for r in options.get("references", [])],
+            "path": str(version_dir),
+        },
+        "model_parameters": {
+            "model_architecture": arch or "see training record",
+            "data": {"train": [_data_entry(role, roles[role]) for role in ("raw", "prepared")
+                               if role in roles],
+                     "eval": [_data_entry("evaluation (test split of prepared)",
+                                          roles["prepared"])] if "prepared" in roles else []},
+            "input_format": "grayscale chest X-ray, UINT8 [batch, H, W]",
+            "output_format": "see the Triton config.pbtxt of this model",
+        },
+        "quantitative_analysis": {
+            "performance_metrics": [_metric_json(r) for r in rows if not r.is_counterfactual],
+            "counterfactual_quality": [_metric_json(r) for r in rows if r.is_counterfactual],
+            "evaluation_record": str(roles["evaluation"].path) if "evaluation" in roles else None,
+        },
+        "considerations": {
+            "users": [{"description": "ML researchers and auditors of explainable-AI methods"}],
+            "use_cases": [{"description": u} for u in INTENDED_USES],
+            "out_of_scope_uses": [{"description": u} for u in OUT_OF_SCOPE_USES],
+            "limitations": [{"description": lim} for lim in limitations],
+            "ethical_considerations": [{"name": n, "mitigation_strategy": m} for n, m in ETHICS],
+        },
+    }
+    return card
+
+
+def _metric_json(row: MetricRow) -> dict[str, Any]:
+    entry: dict[str, Any] = {"type": row.name, "value": row.value}
+    if row.low is not None:
+        entry["confidence_interval"] = {"lower_bound": row.low, "upper_bound": row.high}
+    return entry
+
+
+def _metric_lines(metrics: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    out = []
+    for m in metrics:
+        ci = m.get("confidence_interval")
+        row = MetricRow(m["type"], m["value"], ci and ci["lower_bound"], ci and ci["upper_bound"])
+        out.append((m["type"], *row.formatted()))
+    return out
+
+
+def _sections(card: dict[str, Any]) -> list[tuple[str, list[str] | list[tuple[str, ...]]]]:
+    """Card content as (heading, bullet lines or table rows): one source for Markdown and HTML."""
+    d, p, q, c = (card["model_details"], card["model_parameters"],
+                  card["quantitative_analysis"], card["considerations"])
+    version = d["version"]
+    details = [f"Name: {d['name']}", f"Version: {version['name']}",
+               f"Date: {version['date'] or 'unknown'}",
+               f"Owners: {', '.join(o['name'] for o in d['owners'])}",
+               f"Licence: {', '.join(lic['identifier'] for lic in d['licenses'])}",
+               f"Code: git {version['git_commit'] or 'unknown'}"
+               f"{' (uncommitted changes)' if version['git_dirty'] else ''}",
+               f"Architecture: {p['model_architecture']}", d["overview"]]
+    data = []
+    for split in ("train", "eval"):
+        for entry in p["data"][split]:
+            line = f"{split}: {entry['name']} at {entry['link']}, sha256 {entry['sha256']}"
+            if entry.get("dvc"):
+                dvc = entry["dvc"]
+                line += f", DVC md5 {dvc['md5']} ({dvc['source']}, git rev {dvc['rev']})"
+            data.append(line)
+    return [
+        ("Model details", details),
+        ("Intended use", [u["description"] for u in c["use_cases"]]),
+        ("Out-of-scope use", [u["description"] for u in c["out_of_scope_uses"]]),
+        ("Training and evaluation data", data or ["no data records reachable"]),
+        ("Evaluation metrics (95% CI)", _metric_lines(q["performance_metrics"])),
+        ("Counterfactual quality (95% CI)", _metric_lines(q["counterfactual_quality"])),
+        ("Limitations", [lim["description"] for lim in c["limitations"]]),
+        ("Ethical considerations", [f"{e['name']}: {e['mitigation_strategy']}"
+                                    for e in c["ethical_considerations"]]),
+    ]
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    d = card["model_details"]
+    lines = [f"# Model card: {d['name']} version {d['version']['name']}", ""]
+    for heading, items in _sections(card):
+        lines += [f"## {heading}", ""]
+        if items and isinstance(items[0], tuple):
+            lines += ["| metric | value | 95% CI |", "|---|---|---|"]
+            lines += [f"| {a} | {b} | {ci} |" for a, b, ci in items]
+        else:
+            lines += [f"- {item}" for item in items] or ["- none recorded"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_html(card: dict[str, Any]) -> str:
+    d = card["model_details"]
+    e = html.escape
+    title = e(f"Model card: {d['name']} version {d['version']['name']}")
+    body = [f"<h1>{title}</h1>"]
+    for heading, items in _sections(card):
+        body.append(f"<h2>{e(heading)}</h2>")
+        if items and isinstance(items[0], tuple):
+            rows = "".join(f"<tr><td>{e(a)}</td><td>{e(b)}</td><td>{e(ci)}</td></tr>"
+                           for a, b, ci in items)
+            body.append(f"<table><tr><th>metric</th><th>value</th><th>95% CI</th></tr>{rows}"
+                        "</table>")
+        else:
+            body.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in items) + "</ul>"
+                        if items else "<p>none recorded</p>")
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+             "table{border-collapse:collapse}td,th{border:1px solid #999;padding:.2em .6em}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def write_model_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
+                     search_roots: list[str | Path] | None = None) -> dict[str, Path]:
+    """Write model_card.{json,md,html} into a version folder whose lineage.json is written,
+    and seal their hashes into that record. Call it after `write_lineage` in export."""
+    version_dir = Path(version_dir)
+    card = build_card(version_dir, params_file, search_roots)
+    paths = {"json": version_dir / "model_card.json", "md": version_dir / "model_card.md",
+             "html": version_dir / "model_card.html"}
+    paths["json"].write_text(json.dumps(card, indent=2, default=str))
+    paths["md"].write_text(render_markdown(card))
+    paths["html"].write_text(render_html(card))
+    record_documents(version_dir)
+    return paths

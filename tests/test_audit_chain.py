@@ -1,0 +1,130 @@
+"""`cfxray audit` on a real small chain: clean passes; each kind of tampering is caught and
+named; two versions diff; model cards are written from the chain and sealed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from audit_chain_builder import PARAMS, cfxray, changed, removed
+
+
+@pytest.fixture
+def project(audit_project):
+    return audit_project
+
+
+def audit(project, capsys, *extra: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = cfxray("audit", "--model-repo", project.repo, *extra)
+    return code, capsys.readouterr().out
+
+
+def test_clean_chain_passes_and_reaches_raw_data_with_dvc_hash(project, capsys):
+    code, out = audit(project, capsys, "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["ok"] and not report["problems"]
+    assert {m["name"] for m in report["models"]} == {"classifier/2", "generator_n2p/2"}
+
+    def walk(node):
+        yield node
+        for child in node["inputs"]:
+            yield from walk(child)
+
+    nodes = [n for n in walk(report["models"][0]) if not n["seen_above"]]
+    assert {n["role"] for n in nodes} == {"export", "evaluation", "cyclegan", "classifier",
+                                          "prepared", "raw"}
+    raw = next(n for n in nodes if n["role"] == "raw")
+    assert raw["dvc"]["source"] == "data/phantom.dvc"
+    assert raw["dvc"]["md5"] == raw["dvc"]["md5_now"]  # our md5 equals the one DVC wrote
+    assert len(raw["dvc"]["rev"]) == 40
+
+    code, out = audit(project, capsys, "--version", "1", "--model", "classifier")
+    assert code == 0, out
+    assert "audit passed" in out and "classifier/1" in out and "data/phantom" in out
+
+
+def test_flipped_byte_in_served_model_names_that_model(project, capsys):
+    with changed(project.repo / "classifier" / "1" / "model.onnx"):
+        code, out = audit(project, capsys, "--version", "1")
+    assert code == 1
+    broken = [line for line in out.splitlines() if line.startswith("  broken:")]
+    assert len(broken) == 1, out
+    assert "classifier/1" in broken[0] and "model.onnx" in broken[0]
+    assert "served model version changed" in broken[0]
+
+
+def test_changed_dataset_file_breaks_the_raw_data_link(project, capsys):
+    image = sorted((project.raw / "train" / "PNEUMONIA").glob("*.png"))[0]
+    with changed(image):
+        code, out = audit(project, capsys, "--version", "1", "--model", "classifier", "--json")
+    assert code == 1
+    problems = json.loads(out)["problems"]
+    rel = image.relative_to(project.raw).as_posix()
+    assert any(p["link"].endswith("-> data -> dataset") and rel in p["message"]
+               for p in problems), problems
+    assert any("DVC hash" in p["message"] for p in problems), problems
+
+
+def test_missing_record_is_named(project, capsys):
+    with removed(project.oracle / "lineage.json"):
+        code, out = audit(project, capsys, "--version", "1", "--model", "classifier")
+    assert code == 1
+    assert "lineage record missing" in out and str(project.oracle / "lineage.json") in out
+    assert "-> oracle" in out
+
+
+def test_diff_of_two_versions_shows_classifier_params_and_metrics(project, capsys):
+    capsys.readouterr()
+    code = cfxray("audit", "--model-repo", project.repo, "--model", "classifier",
+                  "--diff", "1", "2", "--json")
+    assert code == 0
+    diff = json.loads(capsys.readouterr().out)
+    params = {c["key"]: (c["a"], c["b"]) for c in diff["changes"]["params"]}
+    assert params["classifier: lr"] == (0.002, 0.01)
+    assert params["classifier: seed"] == (1234, 7)
+    data = {c["key"] for c in diff["changes"]["data"]}
+    assert "classifier: sha256" in data and "served: sha256" in data
+    assert "classifier > data: sha256" not in data  # same prepared data in both
+    metrics = {c["key"]: (c["a"], c["b"]) for c in diff["changes"]["metrics"]}
+    assert metrics["evaluation: auc"] == (0.83, 0.9)
+    assert not diff["broken"]
+
+
+def test_model_card_written_from_chain_and_sealed(project, capsys):
+    version = project.repo / "classifier" / "1"
+    code, out = audit(project, capsys, "--model", "classifier", "--version", "1",
+                      "--write-card", "--params", str(PARAMS))
+    assert code == 0, out
+    md = (version / "model_card.md").read_text()
+    html = (version / "model_card.html").read_text()
+    card = json.loads((version / "model_card.json").read_text())
+    assert "SYNTHETIC PHANTOM" in md and "Clinical diagnosis" in md
+    assert "| auc | 0.83 | [0.78, 0.87] |" in md
+    assert "flip_rate_n2p" in md and "<table>" in html
+    raw_sha = json.loads((project.raw / "lineage.json").read_text())["sha256"]
+    assert raw_sha in md
+    assert card["quantitative_analysis"]["counterfactual_quality"]
+    assert json.loads((version / "lineage.json").read_text())["documents"].keys() == {
+        "model_card.json", "model_card.md", "model_card.html"}
+    # the card is not model content (the served hash is unchanged), but editing it is caught
+    code, _ = audit(project, capsys, "--model", "classifier", "--version", "1")
+    assert code == 0
+    with changed(version / "model_card.md", md.replace("0.83", "0.99").encode()):
+        code, out = audit(project, capsys, "--model", "classifier", "--version", "1")
+    assert code == 1 and "document model_card.md changed" in out
+
+
+def test_generators_trained_against_another_classifier_fail(project, capsys, tmp_path):
+    from audit_chain_builder import _fake_export
+
+    repo = tmp_path / "model_repository"  # serves classifier 2 with v1's generators
+    _fake_export(repo, 1, project.classifier2 / "classifier.pt", project.cyclegan,
+                 project.evaluation, 4)
+    capsys.readouterr()
+    code = cfxray("audit", "--model-repo", repo, "--model", "classifier")
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "the chain uses different classifier artifacts" in out
+    assert "-> generators -> classifier is" in out

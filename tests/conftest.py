@@ -36,3 +36,12 @@ def blob_data(tmp_path_factory) -> Path:
     for k, (split, n) in enumerate([("train", 96), ("val", 40), ("test", 40)]):
         save_split(make_blob_split(n, 32, seed=k), root, split)
     return root
+
+
+@pytest.fixture(scope="session")
+def audit_project(tmp_path_factory):
+    """A small published project (DVC-tracked phantom data, real training runs, two exported
+    versions) for the audit tests; see tests/audit_chain_builder.py."""
+    from audit_chain_builder import build_project
+
+    return build_project(tmp_path_factory.mktemp("audit") / "project")

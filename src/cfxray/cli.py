@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cfxray.data.commands",
     "cfxray.data.commands",
     "cfxray.train.commands",
+    "cfxray.audit.commands",
     "cfxray.pipeline_commands",
 )
 

@@ -17,10 +17,13 @@ _LOW_KEYS = ("low", "ci_low", "lower", "lower_bound", "lo")
 _HIGH_KEYS = ("high", "ci_high", "upper", "upper_bound", "hi")
 _LOW_SUFFIXES = ("_ci_low", "_ci_lower", "_low", "_lower")
 _HIGH_SUFFIXES = ("_ci_high", "_ci_upper", "_high", "_upper")
-# Names that say a number measures the counterfactuals rather than the classifier.
-COUNTERFACTUAL_WORDS = ("flip", "counterfactual", "cf_", "cf.", "ssim", "fid", "kid", "realism",
-                        "oracle", "lesion", "iou", "validity", "proximity", "sparsity", "n2p",
-                        "p2n", "cycle", "twin", "psnr", "l1", "identity", "generator")
+# Metric groups (`<group>/<name>`, as `cfxray evaluate` writes them) and, for other layouts,
+# words that say a number measures the counterfactuals rather than a classifier.
+COUNTERFACTUAL_GROUPS = ("n2p", "p2n", "counterfactual", "cyclegan")
+CLASSIFIER_GROUPS = ("classifier", "oracle", "gate")
+COUNTERFACTUAL_WORDS = ("flip", "counterfactual", "cf_", "ssim", "fid", "kid", "realism",
+                        "lesion", "validity", "sparsity", "n2p", "p2n", "cycle", "twin", "psnr",
+                        "l1", "generator")
 
 
 @dataclass
@@ -33,6 +36,9 @@ class MetricRow:
     @property
     def is_counterfactual(self) -> bool:
         name = self.name.lower()
+        group = name.replace(".", "/").split("/")[0] if "/" in name or "." in name else ""
+        if group in COUNTERFACTUAL_GROUPS or group in CLASSIFIER_GROUPS:
+            return group in COUNTERFACTUAL_GROUPS
         return any(word in name for word in COUNTERFACTUAL_WORDS)
 
     def formatted(self) -> tuple[str, str]:

@@ -166,6 +166,8 @@ def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
             "performance_metrics": [_metric_json(r) for r in rows if not r.is_counterfactual],
             "counterfactual_quality": [_metric_json(r) for r in rows if r.is_counterfactual],
             "evaluation_record": str(roles["evaluation"].path) if "evaluation" in roles else None,
+            "release_gate": (roles["evaluation"].record or {}).get("gate")
+                            if "evaluation" in roles else None,
         },
         "considerations": {
             "users": [{"description": "ML researchers and auditors of explainable-AI methods"}],
@@ -221,10 +223,18 @@ def _sections(card: dict[str, Any]) -> list[tuple[str, list[str] | list[tuple[st
         ("Training and evaluation data", data or ["no data records reachable"]),
         ("Evaluation metrics (95% CI)", _metric_lines(q["performance_metrics"])),
         ("Counterfactual quality (95% CI)", _metric_lines(q["counterfactual_quality"])),
+        ("Release gate", _gate_lines(q.get("release_gate"))),
         ("Limitations", [lim["description"] for lim in c["limitations"]]),
         ("Ethical considerations", [f"{e['name']}: {e['mitigation_strategy']}"
                                     for e in c["ethical_considerations"]]),
     ]
+
+
+def _gate_lines(gate: dict[str, Any] | None) -> list[str]:
+    if not gate:
+        return ["no release gate recorded by the evaluation"]
+    lines = [f"passed: {gate.get('passed')} (enforced: {gate.get('enforced', 'unknown')})"]
+    return lines + [f"failed check: {f}" for f in gate.get("failures") or []]
 
 
 def render_markdown(card: dict[str, Any]) -> str:

@@ -28,13 +28,14 @@ class Stage:
     section: str  # its params.yaml section
     input_flags: tuple[str, ...]  # recorded input names passed back as --NAME PATH
     product: str  # the file the run writes, compared tensor by tensor
+    derived: tuple[str, ...]  # recorded params the step derives itself (not section keys)
 
 
 STAGES = {
     "classifier": Stage("classifier", "train-classifier", "train_classifier", ("data",),
-                        "classifier.pt"),
+                        "classifier.pt", ("model",)),
     "cyclegan": Stage("cyclegan", "train-cyclegan", "train_cyclegan",
-                      ("data", "classifier", "oracle"), "generators.pt"),
+                      ("data", "classifier", "oracle"), "generators.pt", ("generator",)),
 }
 # Metrics about the run rather than the model: they are not expected to repeat.
 _RUN_METRICS = ("seconds", "world_size", "time", "epochs_run")
@@ -138,7 +139,7 @@ def reproduce_stage(node: Node, stage: Stage, out_dir: Path) -> Comparison:
     if (out_dir / "lineage.json").exists() or (out_dir / "checkpoints").exists():
         raise UserError(f"{out_dir} already holds a run; choose an empty --out folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    params = {k: v for k, v in (record.get("params") or {}).items() if k != "model"}
+    params = {k: v for k, v in (record.get("params") or {}).items() if k not in stage.derived}
     params_file = out_dir.parent / f"{out_dir.name}.params.yaml"
     params_file.write_text(yaml.safe_dump({stage.section: params}, sort_keys=True))
     argv = [stage.command, "--params", str(params_file), "--out", str(out_dir)]

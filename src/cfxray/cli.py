@@ -16,8 +16,8 @@ from cfxray.errors import UserError
 # Modules that provide subcommands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "cfxray.data.commands",
-    "cfxray.data.commands",
     "cfxray.train.commands",
+    "cfxray.evaluation.commands",
     "cfxray.audit.commands",
     "cfxray.pipeline_commands",
 )

@@ -1,0 +1,194 @@
+"""`cfxray evaluate` end to end on tiny phantom-like data, tiny classifiers and bad generators."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from cfxray import cli
+from cfxray.data.tensors import SplitData, save_split
+from cfxray.models.classifier import ClassifierConfig, build_classifier, classifier_state
+from cfxray.models.networks import GeneratorConfig, build_generator, generators_state, init_weights
+from cfxray.train.checkpoint import save_atomic
+
+SIZE = 32
+PARAMS = """
+evaluate:
+  batch_size: 8
+  device: cpu
+  bootstrap_resamples: 50
+  kid_subset_size: 8
+  kid_subsets: 5
+  max_reference_images: 20
+  gate:
+    min_validity: 0.6
+    min_oracle_score: 0.5
+    min_ssim: 0.5
+    min_lesion_removal: 0.3
+    max_kid: 0.05
+"""
+
+
+def phantom_split(n_per_class: int, seed: int) -> SplitData:
+    """Two dark lung fields; PNEUMONIA adds a bright blob inside one (with mask and twin)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, SIZE), torch.linspace(-1, 1, SIZE),
+                            indexing="ij")
+    lungs = (((xx.abs() - 0.45) / 0.3) ** 2 + (yy / 0.65) ** 2) < 1
+    n = 2 * n_per_class
+    labels = torch.tensor([0] * n_per_class + [1] * n_per_class)
+    base = 0.55 + 0.1 * yy - 0.25 * lungs + 0.03 * torch.randn(n, SIZE, SIZE, generator=g)
+    lesion = torch.zeros(n, SIZE, SIZE)
+    for i in range(n_per_class, n):
+        cx = 0.45 * (1 if torch.rand(1, generator=g) < 0.5 else -1)
+        cy = (torch.rand(1, generator=g).item() - 0.5) * 0.6
+        lesion[i] = 0.45 * torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.03) * lungs
+    to_u8 = lambda t: (t.clamp(0, 1) * 255).round().to(torch.uint8)  # noqa: E731
+    return SplitData(
+        images=to_u8(base + lesion), labels=labels,
+        files=[f"test/{'PNEUMONIA' if y else 'NORMAL'}/{i}.png" for i, y in enumerate(labels)],
+        patient_ids=[f"p{seed}_{i}" for i in range(n)],
+        lesion_masks=lesion > 0.05, lung_masks=lungs.expand(n, -1, -1).clone(),
+        twins=torch.where(labels[:, None, None].bool(), to_u8(base), torch.zeros_like(to_u8(base))),
+        has_twin=labels.bool())
+
+
+def trained_classifier(data: SplitData, seed: int, path: Path) -> Path:
+    """A small CNN trained for a few steps: enough to separate blobs from empty lungs."""
+    torch.manual_seed(seed)
+    model = build_classifier(ClassifierConfig(arch="smallcnn", image_size=SIZE))
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = data.as_float(), data.labels
+    for _ in range(40):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimiser.step()
+    model.eval()
+    save_atomic(classifier_state(model), path)
+    return path
+
+
+def save_generators(variant: str, out: Path) -> Path:
+    """Untrained generators: `residual` starts as the identity, `plain` outputs noise-like mush."""
+    torch.manual_seed(0)
+    config = GeneratorConfig(image_size=SIZE, ngf=4, n_blocks=1, n_downsampling=1,
+                             variant=variant)
+    n2p, p2n = build_generator(config), build_generator(config)
+    for g in (n2p, p2n):
+        init_weights(g, std=0.5 if variant == "plain" else 0.02)
+    out.mkdir(parents=True, exist_ok=True)
+    save_atomic(generators_state(n2p, p2n, config), out / "generators.pt")
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("eval")
+    data = root / "prepared"
+    train = phantom_split(12, seed=1)
+    save_split(train, data, "train")
+    save_split(phantom_split(10, seed=2), data, "test")
+    (root / "params.yaml").write_text(PARAMS)
+    return {
+        "root": root, "data": data, "params": root / "params.yaml",
+        "classifier": trained_classifier(train, 1, root / "classifier" / "classifier.pt"),
+        "oracle": trained_classifier(train, 2, root / "oracle" / "classifier.pt"),
+        "identity": save_generators("residual", root / "gen_identity"),
+        "noise": save_generators("plain", root / "gen_noise"),
+    }
+
+
+def run_evaluate(setup, generators: str, out: Path, *extra: str) -> int:
+    return cli.main(["evaluate", "--data", str(setup["data"]),
+                     "--classifier", str(setup["classifier"]), "--oracle", str(setup["oracle"]),
+                     "--generators", str(setup[generators]), "--out", str(out),
+                     "--params", str(setup["params"]), *extra])
+
+
+def test_identity_generator_fails_the_gate_on_validity(setup, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert run_evaluate(setup, "identity", out) == 1
+    err = capsys.readouterr().err
+    assert "quality gate failed" in err
+    for failed in ("n2p/validity", "p2n/validity", "min_validity", "p2n/lesion_removal"):
+        assert failed in err
+    assert "ssim" not in err  # the identity is as close to the original as it gets
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["gate/passed"] == 0
+    assert metrics["classifier/accuracy"] >= 0.9  # the explained classifier does its job
+    for d in ("n2p", "p2n"):
+        assert metrics[f"{d}/ssim"] == pytest.approx(1.0, abs=1e-5)
+        assert metrics[f"{d}/l1"] == pytest.approx(0.0, abs=1e-6)
+        assert metrics[f"{d}/flip_rate"] == 0  # no correctly classified original flips
+    # the identity is "valid" exactly on the originals the classifier already got wrong
+    assert metrics["n2p/validity"] == pytest.approx(1 - metrics["classifier/specificity"])
+    assert metrics["p2n/validity"] == pytest.approx(1 - metrics["classifier/sensitivity"])
+    assert metrics["p2n/lesion_removal"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["p2n/twin_error_ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert metrics["p2n/change_in_mask"] is None  # nothing changed: undefined, not zero
+
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert set(lineage["inputs"]) == {"data", "classifier", "oracle", "generators"}
+    assert lineage["metrics"]["n2p/validity"] == metrics["n2p/validity"]
+    assert lineage["gate"]["passed"] is False
+
+
+def test_noise_generator_fails_on_ssim_and_realism(setup, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert run_evaluate(setup, "noise", out) == 1
+    err = capsys.readouterr().err
+    for failed in ("n2p/ssim", "p2n/ssim", "min_ssim", "n2p/kid", "p2n/kid", "max_kid"):
+        assert failed in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    for d in ("n2p", "p2n"):
+        assert metrics[f"{d}/kid"] > 10 * max(metrics[f"{d}/kid_real_reference"], 1e-3)
+
+
+def test_no_gate_exits_zero_and_writes_report_plots_and_figures(setup, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert run_evaluate(setup, "identity", out, "--no-gate") == 0
+    printed = capsys.readouterr().out
+    assert "report.html" in printed and "not enforced" in printed
+
+    html = (out / "report.html").read_text()
+    images = html.split('src="data:image/png;base64,')[1:]
+    # 3 classifier figures + 2 directions x up to 3 cases x 3 images
+    assert len(images) >= 3 + 2 * 3
+    Image.open(io.BytesIO(base64.b64decode(images[0].split('"')[0]))).verify()
+    assert "quality gate failed" in html and "PNEUMONIA -&gt; NORMAL" in html
+    assert "http" not in html.replace("http-equiv", "")  # nothing fetched from outside
+
+    for name in ("roc.png", "confusion.png", "reliability.png", "examples_n2p.png",
+                 "examples_p2n.png", "per_image.csv", "cases.pt"):
+        assert (out / name).stat().st_size > 0
+    with (out / "plots" / "confusion.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 20 and {r["actual"] for r in rows} == {"NORMAL", "PNEUMONIA"}
+    with (out / "plots" / "roc.csv").open() as f:
+        roc = list(csv.DictReader(f))
+    assert (roc[0]["fpr"], roc[0]["tpr"]) == ("0.0", "0.0") and float(roc[-1]["tpr"]) == 1.0
+
+    from cfxray.evaluation.figures import render_readme_figure
+
+    figure = render_readme_figure(out, tmp_path / "readme.png")
+    assert Image.open(figure).size[0] > 0
+
+
+def test_mismatched_generator_size_is_a_user_error(setup, tmp_path, capsys):
+    config = GeneratorConfig(image_size=16, ngf=4, n_blocks=1, n_downsampling=1)
+    gen = build_generator(config)
+    save_atomic(generators_state(gen, gen, config), tmp_path / "g" / "generators.pt")
+    code = cli.main(["evaluate", "--data", str(setup["data"]), "--classifier",
+                     str(setup["classifier"]), "--oracle", str(setup["oracle"]),
+                     "--generators", str(tmp_path / "g"), "--out", str(tmp_path / "o"),
+                     "--params", str(setup["params"])])
+    assert code == 2 and "16px" in capsys.readouterr().err

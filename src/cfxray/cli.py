@@ -18,6 +18,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cfxray.data.commands",
     "cfxray.train.commands",
     "cfxray.evaluation.commands",
+    "cfxray.export.commands",
+    "cfxray.serve.commands",
     "cfxray.audit.commands",
     "cfxray.pipeline_commands",
 )

@@ -1,0 +1,1 @@
+"""Export trained models as a Triton model repository of single-file ONNX models."""

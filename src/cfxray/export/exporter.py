@@ -1,0 +1,165 @@
+"""`cfxray export`: trained checkpoints -> verified ONNX models -> a new repository version.
+
+Everything is built and verified in a staging folder beside the repository first (ONNX
+export, onnx.checker, onnxruntime-vs-PyTorch parity, lineage); only when every model passes
+are the version folders renamed into place. A failed export leaves the repository as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cfxray.errors import UserError
+from cfxray.export.contract import (
+    AUTO_TARGET,
+    CLASSIFIER,
+    EXPLAIN,
+    GENERATOR_N2P,
+    GENERATOR_P2N,
+    MODEL_SPECS,
+)
+from cfxray.export.model_repository import (
+    ONNX_FILE,
+    ServingSettings,
+    check_version_free,
+    publish,
+    settings_dict,
+)
+from cfxray.export.onnx_export import (
+    PARITY_ATOL,
+    ParityReport,
+    check_parity,
+    export_onnx,
+    sample_images,
+)
+from cfxray.export.wrappers import ClassifierServing, ExplainServing, GeneratorServing
+from cfxray.lineage import write_lineage
+
+GATE_FILE = "metrics.json"
+GATE_KEY = "gate_passed"
+
+
+def require_gate(evaluation_dir: str | Path) -> dict[str, Any]:
+    """The evaluation's metrics, or a refusal when its quality gate did not pass."""
+    path = Path(evaluation_dir) / GATE_FILE
+    if not path.exists():
+        raise UserError(f"{evaluation_dir} has no {GATE_FILE}; run `cfxray evaluate` first")
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"cannot read {path}: {exc}") from exc
+    passed = metrics.get(GATE_KEY) if isinstance(metrics, dict) else None
+    if not isinstance(passed, bool):
+        raise UserError(f"{path} has no boolean '{GATE_KEY}'; cannot tell whether the "
+                        "evaluation's quality gate passed")
+    if not passed:
+        raise UserError(f"the evaluation in {evaluation_dir} failed its quality gate "
+                        f"({GATE_KEY}: false); refusing to publish these models")
+    return metrics
+
+
+def _served_size(classifier: nn.Module, generators: Any) -> int:
+    c_size, g_size = classifier.config.image_size, generators.config.image_size
+    if c_size != g_size:
+        raise UserError(f"the classifier works on {c_size}px images but the generators on "
+                        f"{g_size}px; export a classifier and generators trained on the same data")
+    return int(g_size)
+
+
+def _stride(generators: Any) -> int:
+    return 2 ** int(generators.config.n_downsampling)
+
+
+def _parity_batches(size: int, stride: int, with_target: bool) -> list[tuple[torch.Tensor, ...]]:
+    """Sample batches at the served size (batch 1 and a full batch) and at another size."""
+    images = sample_images(size, count=6)
+    other = sample_images(size + 2 * stride, count=2, seed=1)
+    batches = [images[:1], images, other]
+    if not with_target:
+        return [(b,) for b in batches]
+    targets = torch.tensor([[AUTO_TARGET], [0], [1], [AUTO_TARGET], [1], [0]], dtype=torch.int32)
+    return [(b, targets[: len(b)]) for b in batches]
+
+
+def export_repository(
+    classifier_path: str | Path,
+    generators_dir: str | Path,
+    out: str | Path,
+    version: int | None = None,
+    evaluation_dir: str | Path | None = None,
+    settings: ServingSettings | None = None,
+    atol: float = PARITY_ATOL,
+    progress: Callable[[str], None] = print,
+) -> tuple[int, list[ParityReport]]:
+    from cfxray.data.preprocess import RESIZE_MODES
+    from cfxray.models.classifier import load_classifier
+    from cfxray.models.networks import load_generators
+
+    settings = settings or ServingSettings()
+    settings.validate()
+    if settings.resize not in RESIZE_MODES:
+        raise UserError(f"resize must be one of {RESIZE_MODES}, got {settings.resize!r}")
+    gate_metrics = require_gate(evaluation_dir) if evaluation_dir is not None else None
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder")
+    if version is not None:
+        check_version_free(out, version)  # fail before minutes of export; rechecked at publish
+    classifier = load_classifier(classifier_path)
+    generators = load_generators(generators_dir)
+    size, stride = _served_size(classifier, generators), _stride(generators)
+    wrappers: dict[str, nn.Module] = {
+        CLASSIFIER: ClassifierServing(classifier),
+        GENERATOR_P2N: GeneratorServing(generators.p2n),
+        GENERATOR_N2P: GeneratorServing(generators.n2p),
+        EXPLAIN: ExplainServing(classifier, generators.n2p, generators.p2n),
+    }
+    inputs: dict[str, str | Path] = {"classifier": classifier_path, "generators": generators_dir}
+    if evaluation_dir is not None:
+        inputs["evaluation"] = evaluation_dir
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".cfxray-export-", dir=out.parent))
+    try:
+        reports, staged = [], {}
+        for name, module in wrappers.items():
+            spec = MODEL_SPECS[name]
+            batches = _parity_batches(size, stride, with_target=len(spec.inputs) > 1)
+            progress(f"exporting {name} ...")
+            path = export_onnx(module, spec, batches[-1], staging / name / ONNX_FILE, stride)
+            report = check_parity(path, module, spec, batches, atol)
+            progress(f"  {report.describe()}")
+            reports.append(report)
+            staged[name] = path.parent
+        failed = [r for r in reports if not r.passed]
+        if failed:
+            raise UserError("onnxruntime and PyTorch disagree, refusing to publish: "
+                            + "; ".join(r.describe() for r in failed))
+
+        def finalize(name: str, folder: Path, version: int) -> None:
+            report = next(r for r in reports if r.model == name)
+            write_lineage(folder, kind=f"serving/{name}", inputs=inputs,
+                          params={"image_size": size, "stride": stride, "parity_atol": atol,
+                                  "serving": settings_dict(settings),
+                                  "generator_config": asdict(generators.config),
+                                  "classifier_config": asdict(classifier.config)},
+                          metrics={"parity_max_abs_diff": report.max_abs_diff,
+                                   "gate": _gate_summary(gate_metrics)},
+                          extra={"model": name, "version": version})
+
+        published = publish(staged, out, version, size, settings, finalize)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return published, reports
+
+
+def _gate_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if metrics is None else {GATE_KEY: metrics[GATE_KEY]}

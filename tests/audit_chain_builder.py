@@ -1,6 +1,6 @@
-"""A small published project for the audit tests: phantom data under DVC in a git repo,
-preprocessed, two classifiers and an oracle trained by the real `cfxray` steps, then
-CycleGAN, evaluation and export artifacts, and two published versions.
+"""A small published project for the audit tests, made by the real `cfxray` steps: phantom
+data under DVC in a git repo, preprocessed, two classifiers and an oracle, a CycleGAN and an
+evaluation for each classifier, and two exported versions.
 """
 
 from __future__ import annotations
@@ -92,7 +92,36 @@ def _fake_export(repo: Path, version: int, classifier: Path, generators: Path,
                       extra={"model": name, "version": version})
 
 
+def test_params(root: Path) -> Path:
+    """The project's params.yaml with evaluation settings sized for a 48-image dataset and
+    the quality gate off (a 1-epoch CycleGAN cannot pass it; the gate has its own tests)."""
+    import yaml
+
+    params = yaml.safe_load(PARAMS.read_text())
+    params["evaluate"].update(bootstrap_resamples=50, kid_subsets=2, kid_subset_size=4,
+                              max_reference_images=16, report_cases=1)
+    params["evaluate"]["gate"] = {key: None for key in params["evaluate"]["gate"]}
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def _train_cyclegan(params: Path, data: Path, classifier: Path, oracle: Path, out: Path) -> None:
+    assert cfxray("train-cyclegan", "--params", params, "--data", data, "--classifier",
+                  classifier, "--oracle", oracle, "--out", out, "--epochs", 1,
+                  "--decay-epochs", 0, "--ngf", 8, "--n-blocks", 1, "--ndf", 8,
+                  "--d-layers", 2) == 0
+
+
+def _evaluate(params: Path, data: Path, classifier: Path, oracle: Path, generators: Path,
+              out: Path) -> None:
+    assert cfxray("evaluate", "--params", params, "--data", data, "--classifier", classifier,
+                  "--oracle", oracle, "--generators", generators, "--out", out) == 0
+
+
 def build_project(root: Path) -> Project:
+    """Real steps from phantom data to evaluation; version 2 retrains the classifier (other
+    lr and seed) and everything downstream of it."""
     import torch
 
     torch.set_num_threads(1)
@@ -109,29 +138,28 @@ def build_project(root: Path) -> Project:
         _git(root, "config", "user.email", "audit@test")
         _git(root, "config", "user.name", "audit test")
         _dvc(root, "init", "-q")
-        assert cfxray("data", "phantom", "--params", PARAMS, "--out", p.raw, "--n", 48,
+        params = test_params(root)
+        assert cfxray("data", "phantom", "--params", params, "--out", p.raw, "--n", 48,
                       "--size", 32, "--seed", 3, "--workers", 1) == 0
         _dvc(root, "add", "-q", "data/phantom")
         _git(root, "add", "-A")
         _git(root, "commit", "-q", "-m", "phantom data")
-        assert cfxray("data", "preprocess", p.raw, "--params", PARAMS, "--out", p.prepared,
+        assert cfxray("data", "preprocess", p.raw, "--params", params, "--out", p.prepared,
                       "--size", 32) == 0
-        train = ("train-classifier", "--params", PARAMS, "--data", p.prepared, "--epochs", 1,
+        train = ("train-classifier", "--params", params, "--data", p.prepared, "--epochs", 1,
                  "--batch-size", 16, "--arch", "smallcnn")
         assert cfxray(*train, "--out", p.classifier) == 0
         assert cfxray(*train, "--out", p.classifier2, "--lr", 0.01, "--seed", 7) == 0
         assert cfxray(*train, "--out", p.oracle, "--seed", 99) == 0
-        _fake_cyclegan(p.cyclegan, p.prepared, p.classifier / "classifier.pt",
-                       p.oracle / "classifier.pt")
-        _fake_evaluation(p.evaluation, p.prepared, p.classifier / "classifier.pt",
-                         p.oracle / "classifier.pt", p.cyclegan, auc=0.83)
-        _fake_export(p.repo, 1, p.classifier / "classifier.pt", p.cyclegan, p.evaluation, 4)
-        _fake_cyclegan(p.cyclegan2, p.prepared, p.classifier2 / "classifier.pt",
-                       p.oracle / "classifier.pt")
+        oracle = p.oracle / "classifier.pt"
         eval2 = root / "reports" / "eval2"
-        _fake_evaluation(eval2, p.prepared, p.classifier2 / "classifier.pt",
-                         p.oracle / "classifier.pt", p.cyclegan2, auc=0.9)
-        _fake_export(p.repo, 2, p.classifier2 / "classifier.pt", p.cyclegan2, eval2, 4)
+        for classifier, cyclegan, evaluation, version in (
+                (p.classifier, p.cyclegan, p.evaluation, 1),
+                (p.classifier2, p.cyclegan2, eval2, 2)):
+            _train_cyclegan(params, p.prepared, classifier / "classifier.pt", oracle, cyclegan)
+            _evaluate(params, p.prepared, classifier / "classifier.pt", oracle, cyclegan,
+                      evaluation)
+            _fake_export(p.repo, version, classifier / "classifier.pt", cyclegan, evaluation, 4)
     finally:
         os.chdir(old)
     return p

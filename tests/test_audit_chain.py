@@ -88,7 +88,15 @@ def test_diff_of_two_versions_shows_classifier_params_and_metrics(project, capsy
     assert "classifier: sha256" in data and "served: sha256" in data
     assert "classifier > data: sha256" not in data  # same prepared data in both
     metrics = {c["key"]: (c["a"], c["b"]) for c in diff["changes"]["metrics"]}
-    assert metrics["evaluation: auc"] == (0.83, 0.9)
+    runs = [json.loads((d / "lineage.json").read_text())["metrics"]
+            for d in (project.classifier, project.classifier2)]
+    assert metrics["classifier: test_loss"] == (runs[0]["test_loss"], runs[1]["test_loss"])
+    evals = [json.loads((d / "metrics.json").read_text())
+             for d in (project.evaluation, project.root / "reports" / "eval2")]
+    for key in evals[0]:
+        if evals[0][key] != evals[1][key]:
+            assert metrics[f"evaluation: {key}"] == (evals[0][key], evals[1][key])
+    assert "generators: sha256" in data  # a CycleGAN per classifier
     assert not diff["broken"]
 
 
@@ -101,8 +109,12 @@ def test_model_card_written_from_chain_and_sealed(project, capsys):
     html = (version / "model_card.html").read_text()
     card = json.loads((version / "model_card.json").read_text())
     assert "SYNTHETIC PHANTOM" in md and "Clinical diagnosis" in md
-    assert "| auc | 0.83 | [0.78, 0.87] |" in md
-    assert "flip_rate_n2p" in md and "<table>" in html
+    metrics = json.loads((project.evaluation / "metrics.json").read_text())
+    auc, low, high = (metrics[f"classifier/auc{s}"] for s in ("", "_ci_low", "_ci_high"))
+    assert f"| classifier/auc | {auc:.4g} | [{low:.4g}, {high:.4g}] |" in md
+    counterfactual = md[md.index("## Counterfactual quality"):md.index("## Release gate")]
+    assert "n2p/validity" in counterfactual and "p2n/ssim" in counterfactual
+    assert "classifier/auc" not in counterfactual and "<table>" in html
     raw_sha = json.loads((project.raw / "lineage.json").read_text())["sha256"]
     assert raw_sha in md
     assert card["quantitative_analysis"]["counterfactual_quality"]
@@ -111,7 +123,7 @@ def test_model_card_written_from_chain_and_sealed(project, capsys):
     # the card is not model content (the served hash is unchanged), but editing it is caught
     code, _ = audit(project, capsys, "--model", "classifier", "--version", "1")
     assert code == 0
-    with changed(version / "model_card.md", md.replace("0.83", "0.99").encode()):
+    with changed(version / "model_card.md", md.replace("Clinical", "Routine clinical").encode()):
         code, out = audit(project, capsys, "--model", "classifier", "--version", "1")
     assert code == 1 and "document model_card.md changed" in out
 

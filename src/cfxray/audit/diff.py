@@ -34,18 +34,33 @@ def _key(node: Node, root: Node) -> str:
     return " > ".join(node.link.split(" -> ")[1:])
 
 
+def _named_nodes(root: Node) -> list[tuple[str, Node]]:
+    """Each distinct artifact once, under its shortest input path from the served version
+    (so a key names the same artifact in both versions, whichever order the walk took)."""
+    best: dict[Path, tuple[str, Node]] = {}
+    queue = [root]
+    while queue:
+        node = queue.pop(0)
+        queue.extend(node.children)
+        if node.record is None:
+            continue
+        key, path = _key(node, root), node.path.resolve()
+        if path not in best or len(key) < len(best[path][0]):
+            best[path] = (key, node)
+    return sorted(best.values(), key=lambda item: item[0])
+
+
 def summarize(audit: Audit) -> dict[str, dict[str, Any]]:
     """The four sections of one version's chain (the first audited model only)."""
-    root = audit.roots[0]
     summary: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
-    for node in audit.nodes():
-        if node.record is None or not (node is root or node.link.startswith(root.link + " ")):
-            continue
-        key, record = _key(node, root), node.record
+    for key, node in _named_nodes(audit.roots[0]):
+        record = node.record or {}
         summary["data"][f"{key}: sha256"] = record.get("sha256")
-        if node.dvc:
-            summary["data"][f"{key}: dvc md5"] = node.dvc.get("md5")
-            summary["data"][f"{key}: dvc rev"] = node.dvc.get("rev")
+        dvc = node.dvc or next((n.dvc for n in audit.nodes() if n.path == node.path and n.dvc),
+                               None)
+        if dvc:
+            summary["data"][f"{key}: dvc md5"] = dvc.get("md5")
+            summary["data"][f"{key}: dvc rev"] = dvc.get("rev")
         git = record.get("git") or {}
         summary["code"][f"{key}: git commit"] = git.get("commit")
         summary["code"][f"{key}: git dirty"] = git.get("dirty")

@@ -90,10 +90,44 @@ def _data_entry(role: str, node: Node) -> dict[str, Any]:
     }
     if node.dvc:
         entry["dvc"] = {k: node.dvc.get(k) for k in ("md5", "source", "rev")}
-    summary = node.path / "summary.json"
-    if summary.is_file():
-        entry["summary"] = json.loads(summary.read_text())
+    if record.get("metrics"):
+        entry["counts"] = record["metrics"]
     return entry
+
+
+def _eval_entry(prepared: Node) -> dict[str, Any]:
+    entry = _data_entry("evaluation (test split of prepared)", prepared)
+    test_file = ((prepared.record or {}).get("files") or {}).get("test.pt")
+    if test_file:
+        entry["name"] = f"test split of the prepared dataset (test.pt sha256 {test_file})"
+    return entry
+
+
+# The parameters that say what a training run was; the full set is in model_card.json.
+KEY_PARAMS = {"classifier": ("arch", "epochs", "batch_size", "lr", "seed"),
+              "cyclegan": ("epochs", "gamma_counter", "counter_form", "lambda_cycle",
+                           "mu_identity", "variant", "seed")}
+
+
+def _training_entry(role: str, node: Node) -> dict[str, Any]:
+    record = node.record or {}
+    params = record.get("params") or {}
+    return {"name": f"{role} training run", "link": str(node.path),
+            "sha256": record.get("sha256"), "git_commit": (record.get("git") or {}).get("commit"),
+            "key_params": {k: params[k] for k in KEY_PARAMS.get(role, ()) if k in params},
+            "params": params}
+
+
+def _count_text(counts: Any) -> str:
+    """`{"train": {"NORMAL": 10, ...}, ...}` or `{"NORMAL": 10}` as one short phrase."""
+    if not isinstance(counts, dict):
+        return ""
+    flat = {k: v for k, v in counts.items() if isinstance(v, int | float)}
+    nested = {k: v for k, v in counts.items() if isinstance(v, dict)}
+    parts = [", ".join(f"{k} {v:g}" for k, v in flat.items())] if flat else []
+    parts += [f"{k}: " + ", ".join(f"{c} {n:g}" for c, n in v.items()
+                                   if isinstance(n, int | float)) for k, v in nested.items()]
+    return "; ".join(p for p in parts if p)
 
 
 def _evaluation_metrics(node: Node | None) -> list[MetricRow]:
@@ -130,8 +164,11 @@ def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
     classifier, raw = roles.get("classifier"), roles.get("raw")
     rows = _evaluation_metrics(roles.get("evaluation"))
     arch = ((classifier.record or {}).get("params") or {}).get("arch") if classifier else None
+    size = ((roles["prepared"].record or {}).get("params") or {}).get("size") \
+        if "prepared" in roles else None
     limitations = [
-        "Trained at a small image size; fine findings below that resolution are invisible to it.",
+        f"Trained on {size or 'small'} px images; findings smaller than a few pixels at that "
+        "resolution are invisible to it.",
         "Counterfactuals show what changes this classifier's decision, not what causes disease.",
         "Metrics are estimated on one held-out test split; confidence intervals are bootstrap "
         "intervals over its images, not over sites or scanners.",
@@ -155,10 +192,12 @@ def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
         },
         "model_parameters": {
             "model_architecture": arch or "see training record",
+            "served_files": {rel: digest for rel, digest in (export.get("files") or {}).items()},
+            "training_runs": [_training_entry(role, roles[role])
+                              for role in ("classifier", "cyclegan") if role in roles],
             "data": {"train": [_data_entry(role, roles[role]) for role in ("raw", "prepared")
                                if role in roles],
-                     "eval": [_data_entry("evaluation (test split of prepared)",
-                                          roles["prepared"])] if "prepared" in roles else []},
+                     "eval": [_eval_entry(roles["prepared"])] if "prepared" in roles else []},
             "input_format": "grayscale chest X-ray, UINT8 [batch, H, W]",
             "output_format": "see the Triton config.pbtxt of this model",
         },
@@ -207,7 +246,10 @@ def _sections(card: dict[str, Any]) -> list[tuple[str, list[str] | list[tuple[st
                f"Licence: {', '.join(lic['identifier'] for lic in d['licenses'])}",
                f"Code: git {version['git_commit'] or 'unknown'}"
                f"{' (uncommitted changes)' if version['git_dirty'] else ''}",
-               f"Architecture: {p['model_architecture']}", d["overview"]]
+               f"Architecture: {p['model_architecture']}",
+               *(f"Served file: {rel} sha256 {digest}"
+                 for rel, digest in p.get("served_files", {}).items()),
+               d["overview"]]
     data = []
     for split in ("train", "eval"):
         for entry in p["data"][split]:
@@ -215,12 +257,19 @@ def _sections(card: dict[str, Any]) -> list[tuple[str, list[str] | list[tuple[st
             if entry.get("dvc"):
                 dvc = entry["dvc"]
                 line += f", DVC md5 {dvc['md5']} ({dvc['source']}, git rev {dvc['rev']})"
+            if split == "train" and _count_text(entry.get("counts")):
+                line += f"; images: {_count_text(entry['counts'])}"
             data.append(line)
+    training = [f"{run['name']} at {run['link']} (sha256 {run['sha256']}, git "
+                f"{run['git_commit']}): " + ", ".join(f"{k}={v}" for k, v in
+                                                      run["key_params"].items())
+                for run in p.get("training_runs", [])]
     return [
         ("Model details", details),
         ("Intended use", [u["description"] for u in c["use_cases"]]),
         ("Out-of-scope use", [u["description"] for u in c["out_of_scope_uses"]]),
         ("Training and evaluation data", data or ["no data records reachable"]),
+        ("Training runs", training or ["no training records reachable"]),
         ("Evaluation metrics (95% CI)", _metric_lines(q["performance_metrics"])),
         ("Counterfactual quality (95% CI)", _metric_lines(q["counterfactual_quality"])),
         ("Release gate", _gate_lines(q.get("release_gate"))),

@@ -6,7 +6,7 @@ them to its own internal range [-1, 1] itself, so callers never renormalise.
 Three generator variants share one encoder/residual/decoder body:
 - `plain`: the classic CycleGAN generator; the output is synthesised from scratch (tanh).
 - `residual`: the output is the input plus a predicted change; the change's last layer starts
-  at zero, so training starts from the identity.
+  small, so training starts near the identity.
 - `mask`: the output blends the input with generated content through a predicted mask
   (`m * content + (1 - m) * input`); the mask starts nearly closed. Changes outside the mask are
   impossible by construction, which is what keeps counterfactuals local.
@@ -34,6 +34,7 @@ from cfxray.errors import UserError
 VARIANTS = ("plain", "residual", "mask")
 UPSAMPLING = ("transpose", "resize")
 MASK_INIT_BIAS = -3.0  # sigmoid(-3) ~ 0.05: the mask starts nearly closed (close to identity)
+HEAD_INIT_SCALE = 0.1  # residual and mask heads start small, so training starts near identity
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,15 @@ class ResnetGenerator(nn.Module):
     def _init_head(self) -> None:
         conv: nn.Conv2d = self.head[1]
         if self.config.variant == "residual":
-            nn.init.zeros_(conv.weight)
-            nn.init.zeros_(conv.bias)
+            # Near (not exactly) zero: an exactly-zero head would block every gradient to the
+            # body on the first steps.
+            with torch.no_grad():
+                conv.weight.mul_(HEAD_INIT_SCALE)
+                conv.bias.zero_()
         elif self.config.variant == "mask":
             c = self.config.channels
             with torch.no_grad():
-                conv.weight[c:].mul_(0.1)
+                conv.weight[c:].mul_(HEAD_INIT_SCALE)
                 conv.bias[c:].fill_(MASK_INIT_BIAS)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

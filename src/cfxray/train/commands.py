@@ -90,5 +90,35 @@ def _add_classifier(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train_classifier)
 
 
+def _train_cyclegan(args: argparse.Namespace) -> int:
+    from cfxray.train.cyclegan import train_cyclegan
+    from cfxray.train.cyclegan_config import CycleGANTrainConfig
+
+    train_cyclegan(args.data, args.classifier, args.out,
+                   resolve_config(CycleGANTrainConfig, args), oracle_path=args.oracle,
+                   resume=args.resume)
+    return 0
+
+
+def _add_cyclegan(subparsers: argparse._SubParsersAction) -> None:
+    from cfxray.train.cyclegan_config import CycleGANTrainConfig
+
+    p = subparsers.add_parser(
+        "train-cyclegan", help="train the counterfactual CycleGAN against a frozen classifier",
+        description="Train the two generators (NORMAL->PNEUMONIA, PNEUMONIA->NORMAL) so the "
+                    "frozen classifier flips; writes OUT/generators.pt, sample grids and a "
+                    "test-split summary. Runs under torchrun too.")
+    p.add_argument("--data", type=Path, required=True, help="preprocessed data folder")
+    p.add_argument("--classifier", type=Path, required=True,
+                   help="the classifier to explain (classifier.pt)")
+    p.add_argument("--oracle", type=Path, default=None,
+                   help="an independently trained classifier, for the end-of-run summary")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    _run_arguments(p, "train_cyclegan")
+    config_options(p, CycleGANTrainConfig)
+    p.set_defaults(func=_train_cyclegan)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     _add_classifier(subparsers)
+    _add_cyclegan(subparsers)

@@ -1,0 +1,70 @@
+"""CycleGAN trainer settings as a plain dataclass, importable without torch.
+
+Each field is a key of the `train_cyclegan` section of params.yaml and a `--kebab-case`
+option of `cfxray train-cyclegan`; every loss weight is one of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+# Settings that change speed or what is written, never the trained weights: a run may be
+# resumed with other values of these.
+OPERATIONAL = frozenset({"checkpoint_every", "log_every", "eval_batch_size", "device",
+                         "max_steps", "sample_count"})
+GENERATOR_KEYS = ("ngf", "n_blocks", "n_downsampling", "variant", "upsampling")
+LOSS_KEYS = ("adversarial", "lambda_cycle", "mu_identity", "gamma_counter", "counter_form",
+             "counter_margin", "sparsity")
+
+
+@dataclass(frozen=True)
+class CycleGANTrainConfig:
+    """Every knob of a counterfactual CycleGAN run."""
+
+    # Generators (cfxray.models.networks.GeneratorConfig; image size comes from the data).
+    ngf: int = 32
+    n_blocks: int = 6
+    n_downsampling: int = 2
+    variant: str = "mask"  # plain | residual | mask
+    upsampling: str = "resize"  # transpose | resize
+    # Discriminators: PatchGAN, 3 layers = 70x70 patches; fewer suit small images.
+    ndf: int = 64
+    d_layers: int = 3
+    # Objective (cfxray.models.cyclegan.LossConfig).
+    adversarial: float = 1.0
+    lambda_cycle: float = 10.0
+    mu_identity: float = 5.0
+    gamma_counter: float = 1.0
+    counter_form: str = "mse"  # mse | margin | logloss
+    counter_margin: float = 2.0
+    sparsity: float = 0.0
+    # Optimisation.
+    epochs: int = 10
+    decay_epochs: int = 5  # the last epochs, over which the learning rate falls linearly to 0
+    batch_size: int = 4  # per domain and process
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    pool_size: int = 50
+    seed: int = 0
+    # Operational.
+    checkpoint_every: int = 100  # steps between mid-epoch checkpoints; 0: epochs only
+    log_every: int = 10  # steps between progress-bar refreshes (each is one host sync)
+    eval_batch_size: int = 64
+    sample_count: int = 4  # images per direction in each epoch's sample grid
+    device: str = "auto"
+    max_steps: int = 0  # stop (with a checkpoint) after this many steps in total; 0: no limit
+
+    def generator_values(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in GENERATOR_KEYS}
+
+    def loss_values(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in LOSS_KEYS}
+
+    def run_config(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it continues."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in OPERATIONAL}
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

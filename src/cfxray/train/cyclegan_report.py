@@ -1,0 +1,150 @@
+"""What a person looks at while and after a CycleGAN trains: sample grids and a test summary.
+
+The summary measures the counterfactuals on a whole split with the pure per-image metrics of
+`cfxray.evaluation.metrics`; the full evaluation (confidence intervals, realism, the gate) is
+`cfxray evaluate`'s job. Both directions are measured, because validity alone says nothing:
+it is read next to closeness (SSIM) and, on phantom data, against the lesion ground truth.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cfxray.conventions import DIRECTIONS, PNEUMONIA
+from cfxray.data.tensors import SplitData
+from cfxray.evaluation import metrics as m
+
+
+def _nanmean(values: torch.Tensor) -> float | None:
+    values = values.float()
+    kept = values[~torch.isnan(values)]
+    return float(kept.mean()) if kept.numel() else None
+
+
+@torch.no_grad()
+def _batched(model: nn.Module, images: torch.Tensor, batch_size: int,
+             device: torch.device) -> torch.Tensor:
+    return torch.cat([model(images[i:i + batch_size].to(device)).float().cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def _probs(classifier: nn.Module, images: torch.Tensor, batch_size: int,
+           device: torch.device) -> torch.Tensor:
+    return torch.softmax(_batched(classifier, images, batch_size, device), dim=1)
+
+
+def direction_generators(gens: nn.Module, direction: str) -> tuple[nn.Module, nn.Module]:
+    """(forward, inverse) generators of a GeneratorPair for one direction."""
+    return (gens.n2p, gens.p2n) if direction == "n2p" else (gens.p2n, gens.n2p)
+
+
+@torch.no_grad()
+def summarise(gens: nn.Module, classifier: nn.Module, oracle: nn.Module | None,
+              data: SplitData, device: torch.device, batch_size: int = 64) -> dict[str, Any]:
+    """Mean per-image metrics of both directions' counterfactuals on one split."""
+    summary: dict[str, Any] = {}
+    for direction, (source, target) in DIRECTIONS.items():
+        forward, _ = direction_generators(gens, direction)
+        index = data.class_indices(source)
+        if not len(index):
+            continue
+        x = data.as_float(index)
+        cf = _batched(forward, x, batch_size, device).clamp(0, 1)
+        after = _probs(classifier, cf, batch_size, device)
+        row: dict[str, Any] = {
+            "n": len(index),
+            "validity": _nanmean(m.validity(after, target)),
+            "source_class_before": _nanmean(m.validity(_probs(classifier, x, batch_size, device),
+                                                       source)),
+            "target_prob_after": _nanmean(after[:, target]),
+            "ssim": _nanmean(m.ssim(x, cf)),
+            "l1": _nanmean(m.l1(x, cf)),
+            "psnr": _nanmean(m.psnr(x, cf).clamp(max=100.0)),
+        }
+        if oracle is not None:
+            row["oracle_validity"] = _nanmean(m.validity(_probs(oracle, cf, batch_size, device),
+                                                         target))
+        if direction == "p2n" and data.lesion_masks is not None:
+            masks = data.lesion_masks[index]
+            row["change_in_mask"] = _nanmean(m.change_in_mask(x, cf, masks))
+            row["peak_in_mask"] = _nanmean(m.peak_in_mask(x, cf, masks))
+            row["mask_area"] = _nanmean(masks.flatten(1).float().mean(1))
+            if data.twins is not None and data.has_twin is not None:
+                has = data.has_twin[index]
+                twins = data.twins[index][has].unsqueeze(1).float().div(255.0)
+                row["lesion_removal"] = _nanmean(m.lesion_removal(x[has], cf[has], twins,
+                                                                  masks[has]))
+        summary[direction] = row
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    keys = ("validity", "oracle_validity", "ssim", "l1", "lesion_removal", "change_in_mask")
+    lines = []
+    for direction, row in summary.items():
+        shown = [f"{k} {row[k]:.3f}" for k in keys if row.get(k) is not None]
+        lines.append(f"  {direction} (n={row['n']}): " + ", ".join(shown))
+    return "\n".join(lines)
+
+
+def sample_images(data: SplitData, count: int) -> dict[str, torch.Tensor]:
+    """The first `count` images of each source class: fixed, so epochs are comparable."""
+    return {direction: data.as_float(data.class_indices(source)[:count])
+            for direction, (source, _) in DIRECTIONS.items()}
+
+
+@torch.no_grad()
+def save_sample_grid(gens: nn.Module, classifier: nn.Module, samples: dict[str, torch.Tensor],
+                     device: torch.device, path: str | Path, title: str) -> None:
+    """original | counterfactual | reconstruction | difference, with P(PNEUMONIA) before/after."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for direction, x in samples.items():
+        forward, inverse = direction_generators(gens, direction)
+        cf = forward(x.to(device)).float().clamp(0, 1)
+        rec = inverse(cf).float().clamp(0, 1).cpu()
+        cf = cf.cpu()
+        before = torch.softmax(classifier(x.to(device)).float(), 1)[:, PNEUMONIA].cpu()
+        after = torch.softmax(classifier(cf.to(device)).float(), 1)[:, PNEUMONIA].cpu()
+        rows += [(direction, x[i, 0], cf[i, 0], rec[i, 0], before[i], after[i])
+                 for i in range(len(x))]
+    if not rows:
+        return
+    limit = max(max(float((r[2] - r[1]).abs().max()) for r in rows), 1e-3)
+    fig, axes = plt.subplots(len(rows), 4, figsize=(8, 2.1 * len(rows)), squeeze=False)
+    for r, (direction, orig, cf, rec, p0, p1) in enumerate(rows):
+        panels = [(orig, "gray", 0, 1, f"{direction} original\nP(pneu) {p0:.2f}"),
+                  (cf, "gray", 0, 1, f"counterfactual\nP(pneu) {p1:.2f}"),
+                  (rec, "gray", 0, 1, "reconstruction"),
+                  (cf - orig, "seismic", -limit, limit, f"difference (±{limit:.2f})")]
+        for c, (img, cmap, lo, hi, label) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(img.numpy(), cmap=cmap, vmin=lo, vmax=hi)
+            ax.set_title(label, fontsize=7)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def val_row(summary: dict[str, Any]) -> dict[str, float]:
+    """The few validation numbers worth a column in the per-epoch log."""
+    row: dict[str, float] = {}
+    for direction, values in summary.items():
+        for key in ("validity", "ssim", "oracle_validity", "change_in_mask"):
+            value = values.get(key)
+            if value is not None:
+                row[f"val_{key}_{direction}"] = float(value)
+    return {k: (v if math.isfinite(v) else float("nan")) for k, v in row.items()}
+

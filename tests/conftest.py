@@ -45,3 +45,28 @@ def audit_project(tmp_path_factory):
     from audit_chain_builder import build_project
 
     return build_project(tmp_path_factory.mktemp("audit") / "project")
+
+
+@pytest.fixture(scope="session")
+def serving_repo(tmp_path_factory) -> Path:
+    """A Triton repository exported by `cfxray export` from tiny random-weight models (32 px)."""
+    from serving_support import make_checkpoints, write_params
+
+    from cfxray.cli import main
+
+    root = tmp_path_factory.mktemp("serving")
+    classifier, generators = make_checkpoints(root / "models")
+    repo = root / "model_repository"
+    argv = ["export", "--classifier", str(classifier), "--generators", str(generators),
+            "--out", str(repo), "--params", str(write_params(root / "params.yaml"))]
+    assert main(argv) == 0
+    return repo
+
+
+@pytest.fixture(scope="session")
+def triton_server(serving_repo):
+    """One real Triton server (bundled with nvidia-pytriton) on free loopback ports."""
+    from cfxray.serve.triton import LocalTritonServer, Ports, free_ports
+
+    with LocalTritonServer(serving_repo, Ports(*free_ports(3))) as server:
+        yield server

@@ -137,12 +137,11 @@ def export_repository(
             path = export_onnx(module, spec, batches[-1], staging / name / ONNX_FILE, stride)
             report = check_parity(path, module, spec, batches, atol)
             progress(f"  {report.describe()}")
+            if not report.passed:
+                raise UserError("onnxruntime and PyTorch disagree, refusing to publish: "
+                                + report.describe())
             reports.append(report)
             staged[name] = path.parent
-        failed = [r for r in reports if not r.passed]
-        if failed:
-            raise UserError("onnxruntime and PyTorch disagree, refusing to publish: "
-                            + "; ".join(r.describe() for r in failed))
 
         def finalize(name: str, folder: Path, version: int) -> None:
             report = next(r for r in reports if r.model == name)

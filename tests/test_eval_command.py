@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from eval_phantom_builder import phantom_split, save_generators, trained_classifier
 from PIL import Image
 
 from cfxray import cli
-from cfxray.data.tensors import SplitData, save_split
-from cfxray.models.classifier import ClassifierConfig, build_classifier, classifier_state
-from cfxray.models.networks import GeneratorConfig, build_generator, generators_state, init_weights
+from cfxray.data.tensors import save_split
+from cfxray.models.networks import GeneratorConfig, build_generator, generators_state
 from cfxray.train.checkpoint import save_atomic
 
-SIZE = 32
 PARAMS = """
 evaluate:
   batch_size: 8
@@ -36,58 +35,6 @@ evaluate:
 """
 
 
-def phantom_split(n_per_class: int, seed: int) -> SplitData:
-    """Two dark lung fields; PNEUMONIA adds a bright blob inside one (with mask and twin)."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, SIZE), torch.linspace(-1, 1, SIZE),
-                            indexing="ij")
-    lungs = (((xx.abs() - 0.45) / 0.3) ** 2 + (yy / 0.65) ** 2) < 1
-    n = 2 * n_per_class
-    labels = torch.tensor([0] * n_per_class + [1] * n_per_class)
-    base = 0.55 + 0.1 * yy - 0.25 * lungs + 0.03 * torch.randn(n, SIZE, SIZE, generator=g)
-    lesion = torch.zeros(n, SIZE, SIZE)
-    for i in range(n_per_class, n):
-        cx = 0.45 * (1 if torch.rand(1, generator=g) < 0.5 else -1)
-        cy = (torch.rand(1, generator=g).item() - 0.5) * 0.6
-        lesion[i] = 0.45 * torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.03) * lungs
-    to_u8 = lambda t: (t.clamp(0, 1) * 255).round().to(torch.uint8)  # noqa: E731
-    return SplitData(
-        images=to_u8(base + lesion), labels=labels,
-        files=[f"test/{'PNEUMONIA' if y else 'NORMAL'}/{i}.png" for i, y in enumerate(labels)],
-        patient_ids=[f"p{seed}_{i}" for i in range(n)],
-        lesion_masks=lesion > 0.05, lung_masks=lungs.expand(n, -1, -1).clone(),
-        twins=torch.where(labels[:, None, None].bool(), to_u8(base), torch.zeros_like(to_u8(base))),
-        has_twin=labels.bool())
-
-
-def trained_classifier(data: SplitData, seed: int, path: Path) -> Path:
-    """A small CNN trained for a few steps: enough to separate blobs from empty lungs."""
-    torch.manual_seed(seed)
-    model = build_classifier(ClassifierConfig(arch="smallcnn", image_size=SIZE))
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = data.as_float(), data.labels
-    for _ in range(40):
-        optimiser.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimiser.step()
-    model.eval()
-    save_atomic(classifier_state(model), path)
-    return path
-
-
-def save_generators(variant: str, out: Path) -> Path:
-    """Untrained generators: `residual` starts as the identity, `plain` outputs noise-like mush."""
-    torch.manual_seed(0)
-    config = GeneratorConfig(image_size=SIZE, ngf=4, n_blocks=1, n_downsampling=1,
-                             variant=variant)
-    n2p, p2n = build_generator(config), build_generator(config)
-    for g in (n2p, p2n):
-        init_weights(g, std=0.5 if variant == "plain" else 0.02)
-    out.mkdir(parents=True, exist_ok=True)
-    save_atomic(generators_state(n2p, p2n, config), out / "generators.pt")
-    return out
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     torch.set_num_threads(1)
@@ -101,8 +48,8 @@ def setup(tmp_path_factory):
         "root": root, "data": data, "params": root / "params.yaml",
         "classifier": trained_classifier(train, 1, root / "classifier" / "classifier.pt"),
         "oracle": trained_classifier(train, 2, root / "oracle" / "classifier.pt"),
-        "identity": save_generators("residual", root / "gen_identity"),
-        "noise": save_generators("plain", root / "gen_noise"),
+        "identity": save_generators("identity", root / "gen_identity"),
+        "noise": save_generators("noise", root / "gen_noise"),
     }
 
 

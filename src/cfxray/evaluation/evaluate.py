@@ -257,10 +257,7 @@ def evaluate(data_dir: str | Path, classifier_path: str | Path, oracle_path: str
         result = measure_direction(direction, test, generators, classifier, oracle, feature_net,
                                    settings.batch_size, settings.sparsity_threshold, device)
         results.append(result)
-        metrics |= direction_summary(result, boot)
-        metrics[f"{direction}/adversarial_flag"] = float(
-            metrics.get(f"{direction}/adversarial_fraction", 0.0)
-            > settings.max_adversarial_fraction)
+        metrics |= direction_summary(result, boot, settings.max_adversarial_fraction)
         reference = real_features(feature_net, train, target, settings.max_reference_images,
                                   settings.seed, settings.batch_size, device)
         real_target = real_features(feature_net, test, target, None, settings.seed,

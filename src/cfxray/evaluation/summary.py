@@ -63,7 +63,8 @@ def classifier_summary(prefix: str, labels: np.ndarray, probs: np.ndarray, thres
     return metrics
 
 
-def direction_summary(result: DirectionResult, boot: BootstrapSettings) -> dict[str, float]:
+def direction_summary(result: DirectionResult, boot: BootstrapSettings,
+                      max_adversarial_fraction: float = 0.2) -> dict[str, float]:
     """Means with intervals of every per-image column this data has, plus mean changes.
 
     A column the data cannot have (ground truth on real data) gives no key at all; a column
@@ -83,6 +84,10 @@ def direction_summary(result: DirectionResult, boot: BootstrapSettings) -> dict[
     # Flip rate: validity among originals the classifier put in the source class; an image
     # already misclassified is "valid" without any change.
     mean_of("flip_rate", cols["valid"][cols["classified_as_source"] > 0])
+    # The flag: the explained classifier flips where an independent classifier does not, the
+    # signature of an adversarial pattern rather than a change of the anatomy.
+    metrics[f"{d}/adversarial_flag"] = float(
+        metrics[f"{d}/adversarial_fraction"] > max_adversarial_fraction)
     return metrics
 
 

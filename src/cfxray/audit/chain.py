@@ -371,16 +371,37 @@ def audit_repository(
     return Audit(roots=nodes, problems=walker.problems, warnings=walker.warnings)
 
 
+def _probe(walker: _Walker, node: Node, url: str, model: str, version: int) -> None:
+    """Compare the served model's answers with the recorded ONNX file's (see triton.py)."""
+    from cfxray.audit.triton import probe_served_model
+
+    onnx_files = sorted(node.path.glob("*.onnx"))
+    if not onnx_files:
+        walker.warnings.append(f"{node.link}: no ONNX file in {node.path}; not probed")
+        return
+    try:
+        problem = probe_served_model(url, model, version, onnx_files[0])
+    except UserError as exc:
+        problem = f"probing the served model failed: {exc}"
+    if problem:
+        walker.fail(node, node.link, problem)
+    else:
+        node.status.append(f"ok served model answers a fixed probe exactly as "
+                           f"{onnx_files[0].name} does")
+
+
 def audit_served(
     url: str,
     repo: str | Path,
     model: str | None = None,
     version: int | None = None,
     search_roots: list[str | Path] | None = None,
+    probe: bool = True,
 ) -> Audit:
     """Audit what a running Triton server has loaded: ask it which versions are ready, then
-    audit those folders of the repository it serves from; a served version the repository
-    (or its record) does not back is a broken link."""
+    audit those folders of the repository it serves from, and (probe) check that the server
+    answers like the recorded ONNX files; a served version the repository (or its record)
+    does not back is a broken link."""
     from cfxray.audit.triton import loaded_versions
 
     loaded = loaded_versions(url)
@@ -408,6 +429,8 @@ def audit_served(
                 continue
             before = walker.start()
             node = walker.served(name, ver, version_dir)
+            if probe:
+                _probe(walker, node, url, name, ver)
             walker.check_complete(node, before)
             walker.check_consistent(node)
             nodes.append(node)

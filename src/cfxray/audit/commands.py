@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="Triton model repository (with --url: the one the server loads)")
     audit.add_argument("--url", help="running Triton server (HTTP, e.g. localhost:8000): audit "
                                      "the versions it reports ready")
+    audit.add_argument("--no-probe", dest="probe", action="store_false",
+                       help="with --url: do not send the fixed probe that compares the served "
+                            "models' answers with the recorded ONNX files")
     audit.add_argument("--model", help="one model (default: every model in the repository)")
     audit.add_argument("--version", type=int, help="version number (default: the latest)")
     audit.add_argument("--json", action="store_true", help="print the audit as JSON")
@@ -66,7 +69,8 @@ def run_audit(args: argparse.Namespace) -> int:
     if args.diff:
         return _run_diff(args)
     if args.url:
-        audit = audit_served(args.url, args.model_repo, args.model, args.version, args.search)
+        audit = audit_served(args.url, args.model_repo, args.model, args.version, args.search,
+                             probe=args.probe)
     else:
         audit = audit_repository(args.model_repo, args.model, args.version, args.search)
     print(json.dumps(audit.to_dict(), indent=2) if args.json else render_tree(audit))

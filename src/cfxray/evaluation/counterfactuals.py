@@ -111,15 +111,17 @@ def _measure_batch(direction: str, data: SplitData, idx: torch.Tensor, generator
     before, after = classifier.probabilities(x), classifier.probabilities(cf)
     o_before, o_after = oracle.probabilities(x), oracle.probabilities(cf)
     valid, oracle_valid = m.validity(after, target), m.validity(o_after, target)
+    as_source = m.validity(before, source)
     values = {
         "prob_before": before[:, target],
         "prob_after": after[:, target],
-        "classified_as_source": m.validity(before, source).float(),
+        "classified_as_source": as_source.float(),
         "valid": valid.float(),
         "oracle_prob_before": o_before[:, target],
         "oracle_prob_after": o_after[:, target],
         "oracle_valid": oracle_valid.float(),
-        "adversarial": (valid & ~oracle_valid).float(),
+        # the explained classifier flips (source before, target after); the oracle disagrees
+        "adversarial": (as_source & valid & ~oracle_valid).float(),
         "l1": m.l1(x, cf),
         "ssim": m.ssim(x, cf),
         "psnr": m.psnr(x, cf).clamp(max=PSNR_CAP_DB),

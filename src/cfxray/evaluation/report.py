@@ -64,6 +64,8 @@ img.figure { max-width: 48%; margin: 0.5%; }
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
+    if float(value).is_integer() and abs(value) >= 1:  # counts and capped PSNR
+        return str(int(value))
     return f"{value:.3f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
 
 
@@ -144,8 +146,8 @@ def _counterfactual_section(metrics: dict[str, Any]) -> str:
     means = {name: meaning for name, (_, meaning) in DIRECTION_MEANS.items()}
     counts = [[_td("images")] + [_num(_fmt(metrics.get(f"{d}/n_images")))
                                  for d in DIRECTION_TITLES] + [_td("source-class test images")]]
-    return ("<h2>Counterfactuals</h2><p class='note'>Means over test images with 95% percentile "
-            "bootstrap intervals. Read validity together with the oracle score, proximity, "
+    return ("<h2>Counterfactuals</h2><p class='note'>Means over test images with percentile "
+            "bootstrap intervals (see Inputs and method). Read validity together with the oracle score, proximity, "
             "realism and, on phantom data, the ground truth.</p>"
             + _table(header, counts + _direction_rows(metrics, means | EXTRA_DIRECTION_ROWS))
             + "<h3>Realism</h3>" + _table(header, _direction_rows(metrics, REALISM_ROWS)))

@@ -19,7 +19,7 @@ from cfxray.evaluation.realism import fid, kid
 DIRECTION_MEANS: dict[str, tuple[str, str]] = {
     "validity": ("valid", "counterfactuals the explained classifier assigns to the target class"),
     "oracle_score": ("oracle_valid", "counterfactuals the independent oracle assigns to the target class"),
-    "adversarial_fraction": ("adversarial", "flip the explained classifier but not the oracle"),
+    "adversarial_fraction": ("adversarial", "flip the explained classifier; the oracle disagrees"),
     "l1": ("l1", "mean absolute intensity change"),
     "ssim": ("ssim", "structural similarity to the original (1 = identical)"),
     "psnr": ("psnr", "peak signal-to-noise ratio in dB (identical images capped at 100)"),

@@ -75,6 +75,17 @@ def test_missing_record_is_named(project, capsys):
     assert "-> oracle" in out
 
 
+def test_edited_record_is_caught_downstream(project, capsys):
+    record_file = project.oracle / "lineage.json"
+    record = json.loads(record_file.read_text())
+    record["metrics"]["test_auc"] = 0.99  # a flattering edit; the oracle's files are untouched
+    with changed(record_file, json.dumps(record).encode()):
+        code, out = audit(project, capsys, "--version", "1", "--model", "classifier")
+    assert code == 1
+    assert f"the lineage record {record_file} was edited after" in out
+    assert "-> oracle" in out
+
+
 def test_diff_of_two_versions_shows_classifier_params_and_metrics(project, capsys):
     capsys.readouterr()
     code = cfxray("audit", "--model-repo", project.repo, "--model", "classifier",

@@ -27,6 +27,22 @@ def test_reproduce_classifier_reports_recorded_vs_new_metrics(audit_project, tmp
         assert rows[name]["reproduced"] == new["metrics"][name]
         assert rows[name]["abs_diff"] == abs(new["metrics"][name] - recorded["metrics"][name])
     assert stage["identical_weights"] in (True, False)
+    assert stage["outside_tolerance"] == [r["metric"] for r in rows.values()
+                                          if r["abs_diff"] > 0.02 and r["rel_diff"] > 0.02]
+
+
+def test_reproduce_flags_a_recorded_metric_the_rerun_does_not_match(audit_project, tmp_path,
+                                                                    capsys):
+    """A record whose metric was edited after the run cannot be reproduced, and says which."""
+    record_file = audit_project.classifier / "lineage.json"
+    record = json.loads(record_file.read_text())
+    record["metrics"]["test_loss"] += 0.5
+    with changed(record_file, json.dumps(record).encode()):
+        code = cfxray("reproduce", "--model-repo", audit_project.repo, "--version", "1",
+                      "--out", tmp_path / "rerun")
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "NOT reproduced (test_loss off by more than the tolerance)" in out
 
 
 def test_reproduce_refuses_when_the_training_data_changed(audit_project, tmp_path, capsys):

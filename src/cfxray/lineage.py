@@ -136,7 +136,13 @@ def write_lineage(
 
 
 def _input_entry(path: str | Path) -> dict[str, Any]:
-    entry: dict[str, Any] = {"path": str(Path(path).resolve()), "sha256": artifact_hash(path)}
+    """An input's identity: its content hash, its own record's hash (so a record edited
+    later, e.g. to improve a metric, is caught downstream) and its DVC hash when tracked."""
+    path = Path(path)
+    entry: dict[str, Any] = {"path": str(path.resolve()), "sha256": artifact_hash(path)}
+    record = (path if path.is_dir() else path.parent) / LINEAGE_FILE
+    if record.is_file():
+        entry["record_sha256"] = sha256_file(record)
     tracked = dvc_info(path)
     if tracked:
         entry["dvc"] = tracked

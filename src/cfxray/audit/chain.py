@@ -299,6 +299,7 @@ class _Walker:
                                   f"{now[:12]} now")
         else:
             node.status.append(f"ok input sha256 {now[:12]} matches {parent.name}'s record")
+        self.check_record_unchanged(node, parent, entry)
         if parent.role == "raw":  # inputs of a raw dataset are external sources: no records
             return node
         key = path.resolve()
@@ -309,6 +310,17 @@ class _Walker:
         self._visited[key] = node
         self.visit(node)
         return node
+
+    def check_record_unchanged(self, node: Node, parent: Node, entry: dict[str, Any]) -> None:
+        """The input's lineage record is the one that existed when the parent was made."""
+        recorded = entry.get("record_sha256")
+        record = (node.path if node.path.is_dir() else node.path.parent) / LINEAGE_FILE
+        if recorded is None or not record.is_file():
+            return  # older records lack the hash; a missing record is reported by visit()
+        if sha256_file(record) != recorded:
+            self.fail(node, node.link, f"the lineage record {record} was edited after "
+                                       f"{parent.link} was made from it (its params, metrics "
+                                       "or inputs may no longer be the true ones)")
 
     def check_complete(self, root: Node, problems_before: int) -> None:
         """A served version must reach every role; a missing one is a gap in the evidence.

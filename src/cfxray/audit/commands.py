@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      choices=["classifier", "cyclegan"], help="training runs to repeat")
     rep.add_argument("--out", help="folder for the new runs (default outputs/reproduce/M_N)")
     rep.add_argument("--tolerance", type=float, default=0.02,
-                     help="largest acceptable absolute metric difference")
+                     help="largest acceptable metric difference, absolute or relative to the "
+                          "recorded value (exit 1 beyond it)")
     rep.add_argument("--search", action="append", default=[], metavar="DIR")
     rep.add_argument("--json", action="store_true")
     rep.set_defaults(func=run_reproduce)
@@ -101,10 +102,15 @@ def _run_diff(args: argparse.Namespace) -> int:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from cfxray.audit.reproduce import comparisons_json, render_comparisons, reproduce
+    from cfxray.audit.reproduce import (
+        comparisons_json,
+        render_comparisons,
+        reproduce,
+        reproduced,
+    )
 
     results = reproduce(args.model_repo, args.version, args.model, tuple(args.stage),
                         Path(args.out) if args.out else None, args.search)
     print(comparisons_json(results, args.tolerance) if args.json
           else render_comparisons(results, args.tolerance))
-    return 0 if all(c.max_abs_diff <= args.tolerance for c in results) else 1
+    return 0 if reproduced(results, args.tolerance) else 1

@@ -54,10 +54,18 @@ class Comparison:
         diffs = [r["abs_diff"] for r in self.rows if r["abs_diff"] is not None]
         return max(diffs, default=0.0)
 
-    def to_dict(self) -> dict[str, Any]:
+    def outside(self, tolerance: float) -> list[str]:
+        """Metrics off by more than the tolerance, absolute and relative (so a PSNR in dB
+        and an AUC are judged alike), or missing from the new run."""
+        return [r["metric"] for r in self.rows
+                if (r["abs_diff"] is None and r["recorded"] is not None)
+                or (r["abs_diff"] is not None and r["abs_diff"] > tolerance
+                and r["rel_diff"] > tolerance)]
+
+    def to_dict(self, tolerance: float) -> dict[str, Any]:
         return {"stage": self.stage, "original": self.original, "reproduced": self.reproduced,
-                "identical_weights": self.identical_weights,
-                "max_abs_diff": self.max_abs_diff, "metrics": self.rows}
+                "identical_weights": self.identical_weights, "max_abs_diff": self.max_abs_diff,
+                "outside_tolerance": self.outside(tolerance), "metrics": self.rows}
 
 
 def _first_of_role(root: Node, role: str) -> Node | None:
@@ -122,12 +130,15 @@ def compare_metrics(original: dict[str, Any], reproduced: dict[str, Any]) -> lis
         if any(word in row.name for word in _RUN_METRICS):
             continue
         value = new.get(row.name)
-        diff = None
-        if value is not None and row.value is not None and not (
-                math.isnan(value) or math.isnan(row.value)):
-            diff = abs(value - row.value)
+        diff = rel = None
+        if value is not None and row.value is not None:
+            if math.isnan(value) and math.isnan(row.value):
+                diff = rel = 0.0
+            elif not (math.isnan(value) or math.isnan(row.value)):
+                diff = abs(value - row.value)
+                rel = diff / max(abs(row.value), 1e-12)
         rows.append({"metric": row.name, "recorded": row.value, "reproduced": value,
-                     "abs_diff": diff})
+                     "abs_diff": diff, "rel_diff": rel})
     return rows
 
 
@@ -186,13 +197,19 @@ def render_comparisons(results: list[Comparison], tolerance: float) -> str:
                      for x in (r["recorded"], r["reproduced"], r["abs_diff"])]
             lines.append(f"  {r['metric']:<28} {cells[0]:>12} {cells[1]:>12} {cells[2]:>10}")
         weights = {True: "bit-identical", False: "different", None: "not compared"}
+        outside = c.outside(tolerance)
+        verdict = ("REPRODUCED" if not outside else
+                   f"NOT reproduced ({', '.join(outside)} off by more than the tolerance)")
         lines.append(f"  weights: {weights[c.identical_weights]}; largest metric difference "
-                     f"{c.max_abs_diff:.4g} (tolerance {tolerance:g}): "
-                     f"{'REPRODUCED' if c.max_abs_diff <= tolerance else 'NOT reproduced'}")
+                     f"{c.max_abs_diff:.4g} (tolerance {tolerance:g}, absolute or relative): "
+                     f"{verdict}")
     return "\n".join(lines)
 
 
+def reproduced(results: list[Comparison], tolerance: float) -> bool:
+    return not any(c.outside(tolerance) for c in results)
+
+
 def comparisons_json(results: list[Comparison], tolerance: float) -> str:
-    return json.dumps({"tolerance": tolerance,
-                       "reproduced": all(c.max_abs_diff <= tolerance for c in results),
-                       "stages": [c.to_dict() for c in results]}, indent=2)
+    return json.dumps({"tolerance": tolerance, "reproduced": reproduced(results, tolerance),
+                       "stages": [c.to_dict(tolerance) for c in results]}, indent=2)

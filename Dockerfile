@@ -14,8 +14,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 WORKDIR /build
 COPY requirements.lock ./
-COPY docker/lock-for-variant.sh ./docker/
-RUN sh docker/lock-for-variant.sh "$VARIANT" < requirements.lock > requirements.variant.txt \
+COPY image-build/lock-for-variant.sh ./image-build/
+RUN sh image-build/lock-for-variant.sh "$VARIANT" < requirements.lock > requirements.variant.txt \
  && if [ "$VARIANT" = "cpu" ]; then \
       pip install --index-url "$TORCH_INDEX_URL" \
         "$(grep '^torch==' requirements.lock)" "$(grep '^torchvision==' requirements.lock)"; \

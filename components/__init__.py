@@ -4,10 +4,10 @@ Each body imports `cfxray.pipeline_steps`, runs the step's `cfxray` command and 
 the result in its typed output artifacts; all of them run in the one project image.
 """
 
-from components.data import fetch_data, locate_data, preprocess
+from components.data import fetch_data, locate_data, preprocess, split_params
 from components.evaluation import evaluate
 from components.publish import export_model
 from components.training import train_classifier, train_cyclegan
 
-__all__ = ["evaluate", "export_model", "fetch_data", "locate_data", "preprocess", "train_classifier",
-           "train_cyclegan"]
+__all__ = ["evaluate", "export_model", "fetch_data", "locate_data", "preprocess", "split_params",
+           "train_classifier", "train_cyclegan"]

@@ -39,9 +39,23 @@ def fetch_data(repo_url: str, commit: str, path: str, md5: str, dataset: Output[
 
 
 @dsl.component(base_image=CFXRAY_IMAGE, install_kfp_package=False)
-def preprocess(raw: Input[Dataset], params: dict, prepared: Output[Dataset]):
+def preprocess(raw: Input[Dataset], params: str, prepared: Output[Dataset]):
     """`cfxray data preprocess`: resize to the training size, pack tensors per split."""
     from cfxray import pipeline_steps as steps
 
     steps.run_cli(["data", "preprocess", raw.path, "--out", prepared.path], params)
     prepared.metadata.update(steps.artifact_metadata(prepared.path))
+
+
+@dsl.component(base_image=CFXRAY_IMAGE, install_kfp_package=False)
+def split_params(params: str) -> NamedTuple(
+        "StepParams", preprocess=str, train_classifier=str, train_oracle=str,
+        train_cyclegan=str, evaluate=str, export=str):
+    """Give each step only the params.yaml sections it reads, so each step's cache key
+    changes with its own parameters only (empty params: the image's params.yaml)."""
+    from collections import namedtuple
+
+    from cfxray import pipeline_steps as steps
+
+    per_step = steps.step_params(params)
+    return namedtuple("StepParams", list(per_step))(**per_step)

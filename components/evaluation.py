@@ -8,7 +8,7 @@ from components.image import CFXRAY_IMAGE
 
 @dsl.component(base_image=CFXRAY_IMAGE, install_kfp_package=False)
 def evaluate(data: Input[Dataset], classifier: Input[Model], oracle: Input[Model],
-             generators: Input[Model], params: dict, evaluation: Output[Artifact],
+             generators: Input[Model], params: str, evaluation: Output[Artifact],
              metrics: Output[Metrics], classification: Output[ClassificationMetrics],
              report: Output[HTML]) -> bool:
     """`cfxray evaluate`; returns whether the model passed the quality gate.
@@ -35,6 +35,7 @@ def evaluate(data: Input[Dataset], classifier: Input[Model], oracle: Input[Model
     classification.log_roc_curve(fpr, tpr, thresholds)
     classification.log_confusion_matrix(list(CLASSES), steps.read_confusion_matrix(evaluation.path))
     shutil.copyfile(steps.report_file(evaluation.path), report.path)
-    evaluation.metadata.update(steps.artifact_metadata(evaluation.path))
-    evaluation.metadata["gate_passed"] = passed
+    record = steps.artifact_metadata(evaluation.path)
+    record.pop("metrics", None)  # they are in the Metrics artifact
+    evaluation.metadata.update({**record, "gate_passed": passed})
     return passed

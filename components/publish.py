@@ -8,7 +8,7 @@ from components.image import CFXRAY_IMAGE
 
 @dsl.component(base_image=CFXRAY_IMAGE, install_kfp_package=False)
 def export_model(classifier: Input[Model], generators: Input[Model], evaluation: Input[Artifact],
-                 model_repository: str, params: dict, published: Output[Model]):
+                 model_repository: str, params: str, published: Output[Model]):
     """`cfxray export` into model_repository (a local folder, or a mounted volume on a
     cluster): adds version N+1 of every model and leaves earlier versions untouched."""
     import os

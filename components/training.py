@@ -11,7 +11,7 @@ from components.image import CFXRAY_IMAGE
 
 
 @dsl.component(base_image=CFXRAY_IMAGE, install_kfp_package=False)
-def train_classifier(data: Input[Dataset], params: dict, section: str, nproc: int,
+def train_classifier(data: Input[Dataset], params: str, section: str, nproc: int,
                      classifier: Output[Model]):
     """`cfxray train-classifier --section SECTION` (train_classifier, or train_oracle)."""
     from cfxray import pipeline_steps as steps
@@ -24,7 +24,7 @@ def train_classifier(data: Input[Dataset], params: dict, section: str, nproc: in
 
 @dsl.component(base_image=CFXRAY_IMAGE, install_kfp_package=False)
 def train_cyclegan(data: Input[Dataset], classifier: Input[Model], oracle: Input[Model],
-                   params: dict, nproc: int, generators: Output[Model]):
+                   params: str, nproc: int, generators: Output[Model]):
     """`cfxray train-cyclegan` against the frozen classifier (the oracle only monitors)."""
     import os
 

@@ -16,6 +16,7 @@ from components import (
     fetch_data,
     locate_data,
     preprocess,
+    split_params,
     train_classifier,
     train_cyclegan,
 )
@@ -65,7 +66,7 @@ def cfxray_pipeline(
     data_rev: str = "",
     data_path: str = "data/phantom",
     dvc_credentials_secret: str = DVC_CREDENTIALS_SECRET,
-    params: dict = {},  # noqa: B006 (KFP reads literal defaults); empty: the image's params.yaml
+    params: str = "",
     model_repository: str = MODEL_REPOSITORY_MOUNT,
     model_repository_pvc: str = MODEL_REPOSITORY_PVC,
     accelerator_type: str = "nvidia.com/gpu",
@@ -83,7 +84,8 @@ def cfxray_pipeline(
         data_path: the DVC-tracked dataset directory inside the repository.
         dvc_credentials_secret: Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the
             DVC remote (optional: absent means the remote needs none).
-        params: a whole params.yaml as a mapping, used by every step (empty: the image's).
+        params: a whole params.yaml as YAML text (empty: the image's own); each step gets
+            the sections it reads, so its cache follows its own parameters.
         model_repository: the Triton model repository the export step publishes into.
         model_repository_pvc: the PersistentVolumeClaim mounted there on a cluster.
         accelerator_type: Kubernetes resource name of the training accelerator.
@@ -99,29 +101,31 @@ def cfxray_pipeline(
     raw.set_display_name("fetch data (DVC)").set_caching_options(True)
     _with_dvc_credentials(raw, dvc_credentials_secret)
 
-    prepared = preprocess(raw=raw.outputs["dataset"], params=params)
+    step = split_params(params=params).set_display_name("params per step").outputs
+
+    prepared = preprocess(raw=raw.outputs["dataset"], params=step["preprocess"])
     prepared.set_display_name("preprocess").set_caching_options(True)
     data = prepared.outputs["prepared"]
 
     resources = {"accelerator_type": accelerator_type, "gpus": gpus_per_training_task,
                  "cpu": training_cpu, "memory": training_memory}
     classifier = _as_training_task(
-        train_classifier(data=data, params=params, section="train_classifier",
+        train_classifier(data=data, params=step["train_classifier"], section="train_classifier",
                          nproc=gpus_per_training_task), **resources)
     classifier.set_display_name("train classifier")
     oracle = _as_training_task(
-        train_classifier(data=data, params=params, section="train_oracle",
+        train_classifier(data=data, params=step["train_oracle"], section="train_oracle",
                          nproc=gpus_per_training_task), **resources)
     oracle.set_display_name("train oracle")
     cyclegan = _as_training_task(
         train_cyclegan(data=data, classifier=classifier.outputs["classifier"],
-                       oracle=oracle.outputs["classifier"], params=params,
+                       oracle=oracle.outputs["classifier"], params=step["train_cyclegan"],
                        nproc=gpus_per_training_task), **resources)
     cyclegan.set_display_name("train counterfactual CycleGAN")
 
     evaluation = evaluate(data=data, classifier=classifier.outputs["classifier"],
                           oracle=oracle.outputs["classifier"],
-                          generators=cyclegan.outputs["generators"], params=params)
+                          generators=cyclegan.outputs["generators"], params=step["evaluate"])
     evaluation.set_display_name("evaluate + gate").set_caching_options(True)
     evaluation.set_cpu_request("2").set_memory_request("8Gi")
 
@@ -130,7 +134,7 @@ def cfxray_pipeline(
         export = export_model(classifier=classifier.outputs["classifier"],
                               generators=cyclegan.outputs["generators"],
                               evaluation=evaluation.outputs["evaluation"],
-                              model_repository=model_repository, params=params)
+                              model_repository=model_repository, params=step["export"])
         # Publishing has a side effect outside the pipeline root: never served from cache.
         export.set_display_name("export + publish").set_caching_options(False)
         kubernetes.mount_pvc(export, pvc_name=model_repository_pvc,

@@ -67,7 +67,7 @@ def test_every_step_is_a_component_in_the_project_image(compiled):
     _, spec = compiled
     tasks = _all_tasks(spec)
     steps = {t["componentRef"]["name"].removeprefix("comp-") for t in tasks.values()}
-    assert {"locate-data", "fetch-data", "preprocess", "train-classifier", "train-cyclegan",
+    assert {"locate-data", "fetch-data", "split-params", "preprocess", "train-classifier", "train-cyclegan",
             "evaluate", "export-model"} <= steps
     for name, executor in _executors(spec).items():
         container = executor["container"]

@@ -92,7 +92,7 @@ def test_runtime_stage_runs_cfxray_as_a_non_root_user():
 @pytest.mark.parametrize("variant", ["cpu", "cuda"])
 def test_lock_for_each_variant(variant):
     lock = (ROOT / "requirements.lock").read_text()
-    result = subprocess.run(["sh", str(ROOT / "docker" / "lock-for-variant.sh"), variant],
+    result = subprocess.run(["sh", str(ROOT / "image-build" / "lock-for-variant.sh"), variant],
                             input=lock, capture_output=True, text=True, check=True)
     names = {line.split("==")[0] for line in result.stdout.splitlines() if "==" in line}
     locked = {line.split("==")[0] for line in lock.splitlines() if "==" in line}
@@ -107,7 +107,7 @@ def test_lock_for_each_variant(variant):
 
 
 def test_lock_script_rejects_an_unknown_variant():
-    result = subprocess.run(["sh", str(ROOT / "docker" / "lock-for-variant.sh"), "rocm"],
+    result = subprocess.run(["sh", str(ROOT / "image-build" / "lock-for-variant.sh"), "rocm"],
                             input="", capture_output=True, text=True)
     assert result.returncode == 2 and "usage" in result.stderr
 

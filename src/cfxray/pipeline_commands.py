@@ -172,7 +172,7 @@ def run_local_command(args: argparse.Namespace) -> int:
         "data_repo_url": str(data_repo),
         "data_rev": str(data_rev or ""),
         "data_path": args.data_path or settings["data_path"],
-        "params": params,
+        "params": yaml.safe_dump(params, sort_keys=False),
         "model_repository": str(model_repo),
     }
     run_dir = run_local(arguments, root)
@@ -207,9 +207,11 @@ def run_local(arguments: dict[str, Any], root: Path) -> Path:
 
 
 def task_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Each task's artifacts (name -> path) and parameters, from its executor output."""
+    """Each task's artifacts (name -> path) and parameters from its executor output, in the
+    order the tasks finished."""
     tasks: dict[str, dict[str, Any]] = {}
-    for output_file in sorted(run_dir.glob("*/executor_output.json")):
+    for output_file in sorted(run_dir.glob("*/executor_output.json"),
+                              key=lambda p: p.stat().st_mtime):
         record = json.loads(output_file.read_text())
         artifacts = {name: [a.get("uri") for a in entry.get("artifacts", [])]
                      for name, entry in (record.get("artifacts") or {}).items()}
@@ -270,7 +272,8 @@ def submit_command(args: argparse.Namespace) -> int:
     data_rev = settings["data_rev"] if args.data_rev is None else args.data_rev
     module = load_pipeline_module()
     arguments = {"data_repo_url": data_repo, "data_rev": str(data_rev or ""),
-                 "data_path": args.data_path or settings["data_path"], "params": params,
+                 "data_path": args.data_path or settings["data_path"],
+                 "params": yaml.safe_dump(params, sort_keys=False),
                  **parse_pipeline_args(args.pipeline_args, pipeline_inputs(module))}
     experiment = args.experiment or settings["experiment"]
     import kfp

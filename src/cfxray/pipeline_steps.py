@@ -24,10 +24,33 @@ import yaml
 from cfxray.conventions import CLASSES, LINEAGE_FILE
 from cfxray.errors import UserError
 from cfxray.lineage import dvc_md5_tree, lineage_metadata, read_lineage, save_lineage
+from cfxray.params import DEFAULT_PARAMS, load_params
 
 # Exit status of `cfxray evaluate` when the model fails the quality gate (not an error).
 GATE_FAILED_EXIT = 1
 PUBLICATION_FILE = "publication.json"
+# The params.yaml sections each step's command reads. A step receives only these, so KFP's
+# cache reruns a step when its own parameters change, not when another step's do (a new
+# gate threshold re-evaluates; it does not retrain).
+STEP_SECTIONS: dict[str, tuple[str, ...]] = {
+    "preprocess": ("preprocess",),
+    "train_classifier": ("train_classifier",),
+    "train_oracle": ("train_oracle",),
+    "train_cyclegan": ("train_cyclegan",),
+    "evaluate": ("evaluate",),
+    "export": ("export", "preprocess", "model_card"),
+}
+
+
+def step_params(params: str, fallback: str | Path = DEFAULT_PARAMS) -> dict[str, str]:
+    """Each step's own params.yaml (YAML text) out of the run's whole one; an empty run
+    params means the params.yaml at `fallback` (the image's)."""
+    values = yaml.safe_load(params) if params.strip() else load_params(fallback)
+    if not isinstance(values, dict):
+        raise UserError("the pipeline's params must be a params.yaml mapping")
+    return {step: yaml.safe_dump({name: values[name] for name in sections if name in values},
+                                 sort_keys=False)
+            for step, sections in STEP_SECTIONS.items()}
 
 
 def cli_command(args: list[str], nproc: int = 1) -> list[str]:
@@ -39,14 +62,17 @@ def cli_command(args: list[str], nproc: int = 1) -> list[str]:
     return [sys.executable, "-m", "cfxray.cli", *args]
 
 
-def run_cli(args: list[str], params: dict[str, Any] | None = None, nproc: int = 1,
+def run_cli(args: list[str], params: str = "", nproc: int = 1,
             ok_exit_codes: tuple[int, ...] = (0,)) -> int:
-    """Run one `cfxray` subcommand; `params` (a whole params.yaml as a dict) overrides the
-    image's own params.yaml when given. Output streams straight to the step's log."""
+    """Run one `cfxray` subcommand; `params` (params.yaml text: KFP parameters cannot carry
+    the nulls params.yaml uses) replaces the image's own params.yaml when given. Output
+    streams straight to the step's log."""
     with tempfile.TemporaryDirectory(prefix="cfxray-params-") as tmp:
-        if params:
+        if params.strip():
+            if not isinstance(yaml.safe_load(params), dict):
+                raise UserError("the pipeline's params must be a params.yaml mapping")
             params_file = Path(tmp) / "params.yaml"
-            params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+            params_file.write_text(params)
             args = [*args, "--params", str(params_file)]
         command = cli_command(args, nproc)
         print("+", " ".join(command), flush=True)

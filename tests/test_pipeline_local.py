@@ -1,0 +1,128 @@
+"""The whole Kubeflow pipeline, run for real with kfp.local's SubprocessRunner on a tiny
+DVC-tracked phantom dataset in a temporary git repository: a passing gate publishes a new
+model version, a failing gate skips the export."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cfxray.lineage import read_lineage
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+GATE = ("min_validity", "min_oracle_score", "min_ssim", "min_lesion_removal", "max_kid")
+# Tiny everything: 32 px, one short epoch per trainer, a one-block generator.
+TINY = [
+    "preprocess.size=32",
+    "train_classifier.arch=smallcnn", "train_classifier.epochs=1",
+    "train_classifier.batch_size=16",
+    "train_oracle.epochs=1", "train_oracle.batch_size=16",
+    "train_cyclegan.epochs=1", "train_cyclegan.decay_epochs=0", "train_cyclegan.ngf=8",
+    "train_cyclegan.n_blocks=1", "train_cyclegan.ndf=8", "train_cyclegan.d_layers=2",
+    "train_cyclegan.sample_count=2",
+    "evaluate.bootstrap_resamples=20", "evaluate.max_reference_images=40",
+    "evaluate.kid_subset_size=4", "evaluate.kid_subsets=2",
+]
+OPEN_GATE = [f"evaluate.gate.{c}=null" for c in GATE]
+IMPOSSIBLE_GATE = [*OPEN_GATE, "evaluate.gate.min_ssim=1.5"]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def data_repo(tmp_path_factory) -> tuple[Path, str]:
+    """A git + DVC repository holding a 60-image, 32 px phantom dataset; (path, commit)."""
+    repo = tmp_path_factory.mktemp("data_repo")
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "ci@example.org")
+    git(repo, "config", "user.name", "ci")
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([bin_dir / "dvc", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([sys.executable, "-m", "cfxray.cli", "data", "phantom", "--out",
+                    "data/phantom", "--n", "60", "--size", "32", "--seed", "3",
+                    "--params", str(ROOT / "params.yaml")], cwd=repo, check=True,
+                   capture_output=True)
+    subprocess.run([bin_dir / "dvc", "add", "-q", "data/phantom"], cwd=repo, check=True)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "phantom data")
+    return repo, git(repo, "rev-parse", "HEAD")
+
+
+def run_pipeline(workdir: Path, repo: Path, rev: str, sets: list[str]) -> tuple[int, str, Path]:
+    """`cfxray pipeline run --local` as a user runs it; (exit status, its output, run folder)."""
+    root = workdir / "pipeline_root"
+    argv = [sys.executable, "-m", "cfxray.cli", "pipeline", "run", "--local",
+            "--params", str(ROOT / "params.yaml"), "--data-repo", str(repo), "--data-rev", rev,
+            "--root", str(root), "--model-repo", str(workdir / "model_repository"),
+            *[item for s in [*TINY, *sets] for item in ("--set", s)]]
+    result = subprocess.run(argv, cwd=workdir, capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    runs = [p for p in root.iterdir() if p.is_dir()] if root.exists() else []
+    assert len(runs) == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.returncode, result.stdout + result.stderr, runs[0]
+
+
+@pytest.fixture(scope="module")
+def failing_run(data_repo, tmp_path_factory) -> tuple[int, str, Path, Path]:
+    repo, commit = data_repo
+    workdir = tmp_path_factory.mktemp("failing_gate")
+    return (*run_pipeline(workdir, repo, commit, IMPOSSIBLE_GATE), workdir)
+
+
+def test_failing_gate_skips_the_export(failing_run):
+    code, out, run_dir, workdir = failing_run
+    assert code == 1, out[-3000:]
+    assert "quality gate failed: export skipped" in out
+    tasks = {p.name for p in run_dir.iterdir() if p.is_dir()}
+    assert {"locate-data", "fetch-data", "split-params", "preprocess", "train-classifier",
+            "train-classifier-2", "train-cyclegan", "evaluate"} <= tasks
+    assert not any(t.startswith("export") for t in tasks)
+    assert not (workdir / "model_repository").exists()
+    evaluate = json.loads((run_dir / "evaluate" / "executor_output.json").read_text())
+    assert evaluate["parameterValues"]["Output"] is False
+    metrics = json.loads((run_dir / "evaluate" / "evaluation" / "metrics.json").read_text())
+    assert metrics["gate/passed"] == 0.0
+    report = out[out.index("pipeline run: "):]
+    for task, artifact in [("fetch-data", "dataset"), ("preprocess", "prepared"),
+                           ("train-classifier", "classifier"), ("train-cyclegan", "generators"),
+                           ("evaluate", "evaluation"), ("evaluate", "report")]:
+        assert str(run_dir / task / artifact) in report
+
+
+def test_fetched_dataset_records_its_dvc_hash_and_revision(failing_run, data_repo):
+    repo, commit = data_repo
+    md5 = (repo / "data" / "phantom.dvc").read_text().split("md5: ")[1].split()[0]
+    run_dir = failing_run[2]
+    fetch = json.loads((run_dir / "fetch-data" / "executor_output.json").read_text())
+    (dataset,) = fetch["artifacts"]["dataset"]["artifacts"]
+    assert dataset["metadata"]["dvc_md5"] == md5
+    assert dataset["metadata"]["dvc_rev"] == commit
+    record = read_lineage(dataset["uri"])
+    assert record["dvc"]["md5"] == md5 and record["dvc"]["rev"] == commit
+    assert record["dvc"]["repo_url"] == str(repo)
+
+
+def test_evaluation_feeds_the_kubeflow_ui_artifacts(failing_run):
+    run_dir = failing_run[2]
+    outputs = json.loads((run_dir / "evaluate" / "executor_output.json").read_text())["artifacts"]
+    metrics = json.loads((run_dir / "evaluate" / "evaluation" / "metrics.json").read_text())
+    (logged,) = outputs["metrics"]["artifacts"]
+    assert logged["metadata"]["n2p/ssim"] == pytest.approx(metrics["n2p/ssim"])
+    (classification,) = outputs["classification"]["artifacts"]
+    matrix = [row["row"] for row in classification["metadata"]["confusionMatrix"]["rows"]]
+    assert sum(map(sum, matrix)) == metrics["classifier/n_images"]
+    roc = classification["metadata"]["confidenceMetrics"]
+    assert roc[0]["falsePositiveRate"] == 0 and roc[-1]["recall"] == 1
+    (report,) = outputs["report"]["artifacts"]
+    html = Path(report["uri"]).read_text()
+    assert html == (run_dir / "evaluate" / "evaluation" / "report.html").read_text()

@@ -13,6 +13,7 @@ classifier cannot learn a shortcut from them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,8 @@ from scipy import ndimage
 
 # The opacity field is cut to exactly zero below this value; the lesion mask is its support.
 OPACITY_EPSILON = 0.02
+# Lesion centres are at least this far (in half-image units) from the lung-field border.
+MIN_CENTRE_DEPTH = 0.1
 _GEN_STREAM, _PATIENT_STREAM, _IMAGE_STREAM = 0, 1, 2
 
 
@@ -68,7 +71,7 @@ def render(size: int, seed: int, index: int, patient: int, pneumonia: bool) -> R
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    axis = (np.arange(size, dtype=np.float64) + 0.5) / size * 2.0 - 1.0
+    axis = ((np.arange(size) + 0.5) / size * 2.0 - 1.0).astype(np.float32)
     return np.meshgrid(axis, axis, indexing="xy")
 
 
@@ -78,12 +81,18 @@ def _smoothstep(edge0: float, edge1: float, v: np.ndarray) -> np.ndarray:
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Zero-mean, unit-ish noise with `cells` blobs across the image at any resolution."""
-    coarse = rng.standard_normal((cells + 3, cells + 3))
-    scale = (cells + 3) / size * cells / (cells + 3)
-    coords = (np.arange(size) + 0.5) * scale + 1.0
-    rows, cols = np.meshgrid(coords, coords, indexing="ij")
-    return ndimage.map_coordinates(coarse, [rows, cols], order=3, mode="nearest")
+    """Unit-variance noise with about `cells` blobs across the image, at any resolution."""
+    weights = _noise_weights(size, cells)
+    return weights @ rng.standard_normal((cells + 3, cells + 3)) @ weights.T
+
+
+@functools.lru_cache(maxsize=32)
+def _noise_weights(size: int, cells: int) -> np.ndarray:
+    """Gaussian interpolation from a (cells + 3)-node grid to `size` pixels, rows of unit norm."""
+    nodes = np.linspace(-1.0 - 1.5 * 2.0 / cells, 1.0 + 1.5 * 2.0 / cells, cells + 3)
+    pixels = (np.arange(size) + 0.5) / size * 2.0 - 1.0
+    weights = np.exp(-0.5 * ((pixels[:, None] - nodes[None, :]) / (2.0 / cells)) ** 2)
+    return weights / np.linalg.norm(weights, axis=1, keepdims=True)
 
 
 def _draw_anatomy(rng: np.random.Generator) -> dict[str, float]:
@@ -234,15 +243,19 @@ def _opacity_field(rng: np.random.Generator, x: np.ndarray, y: np.ndarray,
     lesion mask and the diseased image differs from its twin only there.
     """
     size = x.shape[0]
-    centres = np.flatnonzero(lung_soft > 0.9)
+    # Centres lie well inside a lung, so an opacity is never mostly cut off by the pleura.
+    depth = ndimage.distance_transform_edt(lung_soft > 0.5) / (size / 2)
+    centres = np.flatnonzero(depth >= MIN_CENTRE_DEPTH)
+    if centres.size == 0:
+        centres = np.flatnonzero(depth == depth.max())
     opacity = np.zeros_like(x)
     for k in range(int(rng.integers(1, 4))):
         row, col = divmod(int(centres[rng.integers(len(centres))]), size)
-        radius = rng.uniform(0.16, 0.3) if k == 0 else rng.uniform(0.1, 0.24)
+        radius = rng.uniform(0.18, 0.32) if k == 0 else rng.uniform(0.1, 0.24)
         aspect, angle = rng.uniform(0.6, 1.4), rng.uniform(0.0, np.pi)
         harmonics = rng.uniform(0.0, 0.12, size=3)
         phases = rng.uniform(0.0, 2 * np.pi, size=3)
-        density = rng.uniform(0.55, 0.95)
+        density = rng.uniform(0.6, 0.95)
         dx, dy = x - x[row, col], y - y[row, col]
         u = (np.cos(angle) * dx + np.sin(angle) * dy) / (radius * aspect)
         v = (-np.sin(angle) * dx + np.cos(angle) * dy) * aspect / radius

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cfxray.export.contract import MODEL_NAMES
 from cfxray.lineage import read_lineage
 
 pytestmark = pytest.mark.slow
@@ -126,3 +127,20 @@ def test_evaluation_feeds_the_kubeflow_ui_artifacts(failing_run):
     (report,) = outputs["report"]["artifacts"]
     html = Path(report["uri"]).read_text()
     assert html == (run_dir / "evaluate" / "evaluation" / "report.html").read_text()
+
+
+def test_passing_gate_publishes_a_new_model_version(data_repo, tmp_path):
+    repo, commit = data_repo
+    code, out, run_dir = run_pipeline(tmp_path, repo, commit, OPEN_GATE)
+    assert code == 0, out[-3000:]
+    model_repo = tmp_path / "model_repository"
+    publication = json.loads(
+        (run_dir / "export-model" / "published" / "publication.json").read_text())
+    assert publication["version"] == 1
+    assert publication["model_repository"] == str(model_repo)
+    assert sorted(publication["models"]) == sorted(MODEL_NAMES)
+    for name in MODEL_NAMES:
+        version_dir = model_repo / name / "1"
+        assert (version_dir / "model.onnx").is_file()
+        assert (model_repo / name / "config.pbtxt").is_file()
+    assert f"published version 1 to {model_repo}" in out

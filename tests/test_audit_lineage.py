@@ -64,20 +64,21 @@ def test_dvc_repro_output_hash_and_revision_are_recorded(tmp_path):
     assert meta["inputs"]["dataset"]["dvc"]["rev"] == head
 
 
-def _tiny_chain(root: Path) -> Path:
-    """Every role of a chain, written the way the steps write it, without training."""
-    def artifact(path: Path, kind: str, inputs: dict, name: str) -> Path:
-        path.mkdir(parents=True)
-        (path / name).write_bytes(kind.encode() * 10)
-        write_lineage(path, kind, inputs=inputs, params={"k": 1})
-        return path
+def _artifact(path: Path, kind: str, inputs: dict, name: str) -> Path:
+    path.mkdir(parents=True)
+    (path / name).write_bytes(kind.encode() * 10)
+    write_lineage(path, kind, inputs=inputs, params={"k": 1})
+    return path
 
-    raw = artifact(root / "data" / "phantom", "dataset", {}, "manifest.csv")
-    prepared = artifact(root / "data" / "prepared", "prepared", {"dataset": raw}, "train.pt")
-    classifier = artifact(root / "models" / "classifier", "classifier", {"data": prepared},
-                          "classifier.pt") / "classifier.pt"
-    oracle = artifact(root / "models" / "oracle", "classifier", {"data": prepared},
-                      "classifier.pt") / "classifier.pt"
+
+def _tiny_chain(root: Path, raw: Path | None = None) -> Path:
+    """Every role of a chain, written the way the steps write it, without training."""
+    raw = raw or _artifact(root / "data" / "phantom", "dataset", {}, "manifest.csv")
+    prepared = _artifact(root / "data" / "prepared", "prepared", {"dataset": raw}, "train.pt")
+    classifier = _artifact(root / "models" / "classifier", "classifier", {"data": prepared},
+                           "classifier.pt") / "classifier.pt"
+    oracle = _artifact(root / "models" / "oracle", "classifier", {"data": prepared},
+                       "classifier.pt") / "classifier.pt"
     _fake_cyclegan(root / "models" / "cyclegan", prepared, classifier, oracle)
     _fake_evaluation(root / "reports" / "eval", prepared, classifier, oracle,
                      root / "models" / "cyclegan", auc=0.8)
@@ -99,3 +100,26 @@ def test_moved_project_is_audited_through_search_roots(tmp_path, capsys):
     assert cfxray("audit", "--model-repo", repo, "--search", moved) == 1
     out = capsys.readouterr().out
     assert "input not found" in out and "oracle" in out
+
+
+def test_raw_dataset_checked_against_its_recorded_dvc_origin(tmp_path, capsys):
+    """A pipeline that fetched the dataset from a DVC repository notes the origin in the
+    dataset's record; outside any DVC project the audit checks the data against it."""
+    from cfxray.lineage import save_lineage
+
+    raw = _artifact(tmp_path / "run" / "data" / "phantom", "dataset", {}, "manifest.csv")
+    record = read_lineage(raw)
+    record["dvc"] = {"repo_url": "https://example.org/data.git", "rev": "a" * 40,
+                     "path": "data/phantom", "md5": dvc_md5_tree(raw), "workspace": False}
+    save_lineage(raw, record)  # before any consumer is made, as the pipeline does
+    repo = _tiny_chain(tmp_path / "run", raw)
+    capsys.readouterr()
+    assert cfxray("audit", "--model-repo", repo, "--json") == 0
+    out = capsys.readouterr().out
+    assert "https://example.org/data.git:data/phantom (recorded origin)" in out
+    assert "not tracked by DVC" not in out
+
+    (raw / "manifest.csv").write_bytes(b"changed")
+    assert cfxray("audit", "--model-repo", repo) == 1
+    out = capsys.readouterr().out
+    assert "content changed since it was recorded" in out and "changed manifest.csv" in out

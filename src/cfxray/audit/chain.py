@@ -17,7 +17,6 @@ from typing import Any
 from cfxray.conventions import LINEAGE_FILE
 from cfxray.errors import UserError
 from cfxray.lineage import (
-    artifact_hash,
     dvc_info,
     dvc_md5_tree,
     file_hashes,
@@ -173,7 +172,7 @@ class _Walker:
         self.search_roots = search_roots
         self.problems: list[Problem] = []
         self.warnings: list[str] = []
-        self._hash_cache: dict[Path, str] = {}
+        self._files_cache: dict[Path, dict[str, str]] = {}
         self._visited: dict[Path, Node] = {}
         self._edges: list[tuple[str, str, str]] = []  # (input name, recorded sha256, link)
 
@@ -187,11 +186,21 @@ class _Walker:
         node.status.append(f"FAIL {message}")
         self.problems.append(Problem(link, message))
 
+    def files_of(self, folder: Path) -> dict[str, str]:
+        """Per-file hashes of a folder, computed once per audit (datasets are large)."""
+        folder = folder.resolve()
+        if folder not in self._files_cache:
+            self._files_cache[folder] = file_hashes(folder)
+        return self._files_cache[folder]
+
     def hash_of(self, path: Path) -> str:
-        path = path.resolve()
-        if path not in self._hash_cache:
-            self._hash_cache[path] = artifact_hash(path)
-        return self._hash_cache[path]
+        if path.is_dir():
+            return tree_digest(self.files_of(path))
+        if (path.parent / LINEAGE_FILE).exists():  # its folder is hashed for its record anyway
+            listed = self.files_of(path.parent).get(path.name)
+            if listed is not None:
+                return listed
+        return sha256_file(path)
 
     def locate(self, recorded: str) -> Path | None:
         """The recorded path, or the same trailing path under a search root (records made in
@@ -237,7 +246,7 @@ class _Walker:
 
     def check_content(self, node: Node, record_dir: Path, served: bool) -> None:
         record = node.record or {}
-        files = file_hashes(record_dir)
+        files = self.files_of(record_dir)
         now = tree_digest(files)
         what = "served model version" if served else "content"
         if now == record.get("sha256"):

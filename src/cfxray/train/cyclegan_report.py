@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -98,44 +99,62 @@ def sample_images(data: SplitData, count: int) -> dict[str, torch.Tensor]:
             for direction, (source, _) in DIRECTIONS.items()}
 
 
+def _gray(image: torch.Tensor) -> np.ndarray:
+    return (image.clamp(0, 1).numpy() * 255).round().astype(np.uint8).repeat(3).reshape(
+        *image.shape, 3)
+
+
+def _diverging(diff: torch.Tensor, limit: float) -> np.ndarray:
+    """Blue (darker) - white (unchanged) - red (brighter) colour map of a signed difference."""
+    v = (diff / limit).clamp(-1, 1).numpy()[..., None]
+    white = np.ones(3)
+    rgb = np.where(v > 0, white + v * (np.array([1.0, 0.0, 0.0]) - white),
+                   white - v * (np.array([0.0, 0.0, 1.0]) - white))
+    return (rgb * 255).round().astype(np.uint8)
+
+
 @torch.no_grad()
 def save_sample_grid(gens: nn.Module, classifier: nn.Module, samples: dict[str, torch.Tensor],
-                     device: torch.device, path: str | Path, title: str) -> None:
-    """original | counterfactual | reconstruction | difference, with P(PNEUMONIA) before/after."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+                     device: torch.device, path: str | Path, title: str, zoom: int = 2) -> None:
+    """One row per image: original | counterfactual | reconstruction | difference map, each
+    labelled, with the classifier's P(PNEUMONIA) before and after. Drawn with PIL: a
+    matplotlib figure of this size costs seconds per epoch."""
+    from PIL import Image, ImageDraw
 
     rows = []
     for direction, x in samples.items():
         forward, inverse = direction_generators(gens, direction)
         cf = forward(x.to(device)).float().clamp(0, 1)
         rec = inverse(cf).float().clamp(0, 1).cpu()
-        cf = cf.cpu()
         before = torch.softmax(classifier(x.to(device)).float(), 1)[:, PNEUMONIA].cpu()
-        after = torch.softmax(classifier(cf.to(device)).float(), 1)[:, PNEUMONIA].cpu()
-        rows += [(direction, x[i, 0], cf[i, 0], rec[i, 0], before[i], after[i])
+        after = torch.softmax(classifier(cf).float(), 1)[:, PNEUMONIA].cpu()
+        cf = cf.cpu()
+        rows += [(direction, x[i, 0], cf[i, 0], rec[i, 0], float(before[i]), float(after[i]))
                  for i in range(len(x))]
     if not rows:
         return
     limit = max(max(float((r[2] - r[1]).abs().max()) for r in rows), 1e-3)
-    fig, axes = plt.subplots(len(rows), 4, figsize=(8, 2.1 * len(rows)), squeeze=False)
+    size = rows[0][1].shape[-1] * zoom
+    label_h, pad = 24, 4
+    width = 4 * (size + pad) + pad
+    canvas = Image.new("RGB", (width, 18 + len(rows) * (size + label_h + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, 3), f"{title}  (difference: red brighter, blue darker, full scale "
+                        f"+-{limit:.2f})", fill="black")
     for r, (direction, orig, cf, rec, p0, p1) in enumerate(rows):
-        panels = [(orig, "gray", 0, 1, f"{direction} original\nP(pneu) {p0:.2f}"),
-                  (cf, "gray", 0, 1, f"counterfactual\nP(pneu) {p1:.2f}"),
-                  (rec, "gray", 0, 1, "reconstruction"),
-                  (cf - orig, "seismic", -limit, limit, f"difference (±{limit:.2f})")]
-        for c, (img, cmap, lo, hi, label) in enumerate(panels):
-            ax = axes[r, c]
-            ax.imshow(img.numpy(), cmap=cmap, vmin=lo, vmax=hi)
-            ax.set_title(label, fontsize=7)
-            ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        top = 18 + r * (size + label_h + pad)
+        panels = [(_gray(orig), f"{direction} original", f"P(pneu) {p0:.2f}"),
+                  (_gray(cf), "counterfactual", f"P(pneu) {p1:.2f}"),
+                  (_gray(rec), "reconstruction", ""),
+                  (_diverging(cf - orig, limit), "difference", "")]
+        for c, (pixels, line1, line2) in enumerate(panels):
+            left = pad + c * (size + pad)
+            draw.text((left, top), line1, fill="black")
+            draw.text((left, top + 11), line2, fill="black")
+            tile = Image.fromarray(pixels).resize((size, size), Image.NEAREST)
+            canvas.paste(tile, (left, top + label_h))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    canvas.save(path)
 
 
 def val_row(summary: dict[str, Any]) -> dict[str, float]:

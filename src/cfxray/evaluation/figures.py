@@ -178,20 +178,20 @@ def readme_figure(cases: Sequence[Case], path: str | Path) -> Path:
     """The small README picture: original, counterfactual and heatmap, one row per direction."""
     plt = _pyplot()
     scale = heatmap_scale(cases)
-    fig, axes = plt.subplots(len(cases), 3, figsize=(6.6, 2.4 * len(cases)), squeeze=False)
+    fig, axes = plt.subplots(len(cases), 3, figsize=(6.6, 2.7 * len(cases)), squeeze=False)
     for row, case in zip(axes, cases, strict=True):
         t = case.target_name
         row[0].imshow(case.original, cmap="gray", vmin=0, vmax=1)
-        row[0].set_title(f"original: P({t}) {case.prob_before:.2f}", fontsize=8)
+        row[0].set_title(f"original\nP({t}) {case.prob_before:.2f}", fontsize=8)
         row[1].imshow(case.counterfactual, cmap="gray", vmin=0, vmax=1)
-        row[1].set_title(f"{DIRECTION_TITLES[case.direction]}: P({t}) {case.prob_after:.2f}",
+        row[1].set_title(f"{DIRECTION_TITLES[case.direction]}\nP({t}) {case.prob_after:.2f}",
                          fontsize=8)
         row[2].imshow(heatmap_rgb(case, scale))
-        row[2].set_title("change (red brighter, blue darker)", fontsize=8)
+        row[2].set_title("difference\nred brighter, blue darker", fontsize=8)
         for ax in row:
             ax.axis("off")
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.35 / fig.get_figheight(),
-                        wspace=0.05, hspace=0.3)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.45 / fig.get_figheight(),
+                        wspace=0.05, hspace=0.35)
     return _save(fig, path)
 
 

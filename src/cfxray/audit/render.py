@@ -43,13 +43,30 @@ def _lines(node: Node, prefix: str, last: bool, top: bool) -> list[str]:
     return lines
 
 
+def _inputs_of(node: Node) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((child.name, str(child.path.resolve())) for child in node.children))
+
+
+def _subtree_ok(node: Node) -> bool:
+    return node.ok and all(_subtree_ok(child) for child in node.children)
+
+
 def render_tree(audit: Audit) -> str:
     lines = []
     if audit.served:
         lines.append(f"Triton server {audit.served['url']} serves: "
                      f"{', '.join(audit.served['ready']) or 'nothing'}")
+    shown: dict[tuple[tuple[str, str], ...], str] = {}
     for root in audit.roots:
-        lines.extend(_lines(root, "", True, top=True))
+        same_as = shown.get(_inputs_of(root))
+        if same_as and all(_subtree_ok(child) for child in root.children):
+            # Every model of a version usually has the same inputs: show that chain once.
+            lines.append(_headline(root))
+            lines.extend(f"    {status}" for status in root.status)
+            lines.append(f"    inputs: the same artifacts as {same_as} (every input check passed there)")
+        else:
+            lines.extend(_lines(root, "", True, top=True))
+            shown.setdefault(_inputs_of(root), root.name)
         lines.append("")
     for warning in audit.warnings:
         lines.append(f"warning: {warning}")

@@ -126,6 +126,8 @@ def test_model_card_written_from_chain_and_sealed(project, capsys):
     counterfactual = md[md.index("## Counterfactual quality"):md.index("## Release gate")]
     assert "n2p/validity" in counterfactual and "p2n/ssim" in counterfactual
     assert "classifier/auc" not in counterfactual and "<table>" in html
+    assert html.count("src='data:image/png;base64,") == len(list(
+        project.evaluation.glob("*.png"))) > 0  # the evaluation's figures, embedded
     raw_sha = json.loads((project.raw / "lineage.json").read_text())["sha256"]
     assert raw_sha in md
     assert card["quantitative_analysis"]["counterfactual_quality"]
@@ -151,3 +153,13 @@ def test_generators_trained_against_another_classifier_fail(project, capsys, tmp
     assert code == 1
     assert "the chain uses different classifier artifacts" in out
     assert "-> generators -> classifier is" in out
+
+
+def test_bad_input_is_one_clear_line(project, tmp_path, capsys):
+    assert cfxray("audit", "--model-repo", tmp_path / "nowhere") == 2
+    assert "model repository not found" in capsys.readouterr().err
+    assert cfxray("audit", "--model-repo", project.repo, "--model", "classifier",
+                  "--version", "9") == 2
+    assert "has no version 9" in capsys.readouterr().err
+    assert cfxray("audit", "--model-repo", project.repo, "--diff", "1", "9") == 2
+    assert "no version folder" in capsys.readouterr().err

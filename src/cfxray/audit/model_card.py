@@ -10,6 +10,7 @@ version's `lineage.json`, so an audit notices an edited card.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 from importlib import metadata
@@ -207,6 +208,7 @@ def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
             "evaluation_record": str(roles["evaluation"].path) if "evaluation" in roles else None,
             "release_gate": (roles["evaluation"].record or {}).get("gate")
                             if "evaluation" in roles else None,
+            "graphics": _graphics(roles.get("evaluation")),
         },
         "considerations": {
             "users": [{"description": "ML researchers and auditors of explainable-AI methods"}],
@@ -217,6 +219,15 @@ def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
         },
     }
     return card
+
+
+def _graphics(evaluation: Node | None) -> list[dict[str, Any]]:
+    """The evaluation's figures (ROC, confusion, reliability, examples), by path and hash."""
+    if evaluation is None or not evaluation.path.is_dir():
+        return []
+    files = (evaluation.record or {}).get("files") or {}
+    return [{"name": png.stem.replace("_", " "), "path": str(png), "sha256": files.get(png.name)}
+            for png in sorted(evaluation.path.glob("*.png"))]
 
 
 def _metric_json(row: MetricRow) -> dict[str, Any]:
@@ -297,7 +308,22 @@ def render_markdown(card: dict[str, Any]) -> str:
         else:
             lines += [f"- {item}" for item in items] or ["- none recorded"]
         lines.append("")
+    graphics = card["quantitative_analysis"].get("graphics") or []
+    if graphics:
+        lines += ["## Evaluation figures", ""]
+        lines += [f"![{g['name']}]({Path(g['path']).as_uri()})" for g in graphics] + [""]
     return "\n".join(lines)
+
+
+def _embedded(graphic: dict[str, Any]) -> str:
+    """An <img> carrying the PNG itself, so the HTML card stands alone."""
+    path = Path(graphic["path"])
+    if not path.is_file():
+        return f"<p>{html.escape(graphic['name'])}: figure missing ({html.escape(str(path))})</p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    name = html.escape(graphic["name"])
+    return (f"<figure><img alt='{name}' style='max-width:100%' "
+            f"src='data:image/png;base64,{data}'><figcaption>{name}</figcaption></figure>")
 
 
 def render_html(card: dict[str, Any]) -> str:
@@ -315,6 +341,9 @@ def render_html(card: dict[str, Any]) -> str:
         else:
             body.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in items) + "</ul>"
                         if items else "<p>none recorded</p>")
+    graphics = card["quantitative_analysis"].get("graphics") or []
+    if graphics:
+        body.append("<h2>Evaluation figures</h2>" + "".join(_embedded(g) for g in graphics))
     style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}"
              "table{border-collapse:collapse}td,th{border:1px solid #999;padding:.2em .6em}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"

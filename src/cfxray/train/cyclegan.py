@@ -127,6 +127,10 @@ class CycleGANRun:
         self.losses.validate()
         if cfg.batch_size < 1 or cfg.epochs < 1 or not 0 <= cfg.decay_epochs <= cfg.epochs:
             raise UserError("need batch_size >= 1, epochs >= 1 and 0 <= decay_epochs <= epochs")
+        if cfg.batch_size % ctx.world_size:
+            raise UserError(f"batch_size {cfg.batch_size} does not split evenly over "
+                            f"{ctx.world_size} processes")
+        self.rank_batch = cfg.batch_size // ctx.world_size
 
         seed_everything(cfg.seed)  # identical initial weights on every rank
         n2p, p2n = build_generator(self.gen_config), build_generator(self.gen_config)
@@ -144,7 +148,7 @@ class CycleGANRun:
         self.domains = {label: train.images[train.class_indices(label)].to(device)
                         for label in (NORMAL, PNEUMONIA)}
         largest = max(len(images) for images in self.domains.values())
-        self.steps_per_epoch = max(1, largest // (cfg.batch_size * ctx.world_size))
+        self.steps_per_epoch = max(1, largest // cfg.batch_size)
         total = cfg.epochs * self.steps_per_epoch
 
         betas = (cfg.beta1, cfg.beta2)
@@ -226,12 +230,11 @@ class CycleGANRun:
     def _epoch_orders(self, epoch: int) -> dict[int, torch.Tensor]:
         """This rank's per-step batch indices for both domains, [steps, batch] each."""
         cfg, ctx = self.cfg, self.ctx
-        per_step = cfg.batch_size * ctx.world_size
-        length = self.steps_per_epoch * per_step
+        length = self.steps_per_epoch * cfg.batch_size
         orders = {}
         for label, images in self.domains.items():
             order = domain_order(len(images), length, cfg.seed * 1_000_003 + epoch * 2 + label)
-            steps = order.view(self.steps_per_epoch, ctx.world_size, cfg.batch_size)
+            steps = order.view(self.steps_per_epoch, ctx.world_size, self.rank_batch)
             orders[label] = steps[:, ctx.rank].to(self.device)
         return orders
 

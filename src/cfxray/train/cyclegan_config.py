@@ -42,7 +42,7 @@ class CycleGANTrainConfig:
     # Optimisation.
     epochs: int = 10
     decay_epochs: int = 5  # the last epochs, over which the learning rate falls linearly to 0
-    batch_size: int = 4  # per domain and process
+    batch_size: int = 4  # images per domain and step, split across torchrun processes
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999

@@ -16,7 +16,8 @@ HEADLINE = (
     ("oracle/accuracy", "oracle accuracy"),
 )
 DIRECTION_HEADLINE = (
-    ("validity", "validity"), ("oracle_score", "oracle score"), ("ssim", "SSIM"),
+    ("validity", "validity"), ("flip_rate", "flip rate"), ("oracle_score", "oracle score"),
+    ("ssim", "SSIM"),
     ("kid", "KID"), ("kid_real_reference", "KID real-vs-real"),
     ("lesion_removal", "lesion removal"), ("opacity_in_lungs", "opacity in lungs"),
 )

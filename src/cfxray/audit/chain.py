@@ -173,6 +173,7 @@ class _Walker:
         self.problems: list[Problem] = []
         self.warnings: list[str] = []
         self._files_cache: dict[Path, dict[str, str]] = {}
+        self._dvc_cache: dict[Path, str] = {}
         self._visited: dict[Path, Node] = {}
         self._edges: list[tuple[str, str, str]] = []  # (input name, recorded sha256, link)
 
@@ -201,6 +202,12 @@ class _Walker:
             if listed is not None:
                 return listed
         return sha256_file(path)
+
+    def dvc_md5_of(self, folder: Path) -> str:
+        folder = folder.resolve()
+        if folder not in self._dvc_cache:
+            self._dvc_cache[folder] = dvc_md5_tree(folder)
+        return self._dvc_cache[folder]
 
     def locate(self, recorded: str) -> Path | None:
         """The recorded path, or the same trailing path under a search root (records made in
@@ -284,7 +291,7 @@ class _Walker:
             self.warnings.append(f"{node.link}: raw dataset {node.path} is not tracked by DVC; "
                                  "its identity rests on the sha256 alone")
             return
-        info["md5_now"] = dvc_md5_tree(node.path) if node.path.is_dir() else None
+        info["md5_now"] = self.dvc_md5_of(node.path) if node.path.is_dir() else None
         node.dvc = info
         rev = (info.get("rev") or "uncommitted")[:12]
         if info["md5_now"] is not None and info["md5_now"] != info.get("md5"):

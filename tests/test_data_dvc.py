@@ -82,18 +82,6 @@ def test_repro_builds_the_data_and_a_second_repro_does_nothing(project: Path) ->
     assert "up to date" in _dvc(project, "status")
 
 
-def test_param_change_reruns_only_what_depends_on_it(project: Path) -> None:
-    _dvc(project, "repro")
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["preprocess"]["size"] = 16
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    out = _dvc(project, "repro")
-    assert "Running stage 'preprocess'" in out and "Running stage 'phantom'" not in out
-    assert load_meta(project / "data" / "prepared")["size"] == 16
-    (project / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    _dvc(project, "repro")
-
-
 def test_push_to_default_remote_then_pull_restores_data(project: Path) -> None:
     _dvc(project, "repro")
     before = sha256_tree(project / "data" / "prepared")
@@ -116,3 +104,14 @@ def test_clean_clone_rebuilds_with_repro(project: Path, tmp_path: Path) -> None:
     assert (clone / "data" / "prepared" / "train.pt").exists()
     assert (sha256_tree(clone / "data" / "phantom")
             == sha256_tree(project / "data" / "phantom"))  # deterministic phantom
+
+
+def test_param_change_reruns_only_what_depends_on_it(project: Path) -> None:
+    """Runs last: it leaves the project with changed parameters."""
+    _dvc(project, "repro")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["preprocess"]["size"] = 16
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    out = _dvc(project, "repro")
+    assert "Running stage 'preprocess'" in out and "Running stage 'phantom'" not in out
+    assert load_meta(project / "data" / "prepared")["size"] == 16

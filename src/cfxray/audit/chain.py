@@ -10,6 +10,7 @@ output no longer matches what the next step was made from.
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,7 @@ class _Walker:
         self.warnings: list[str] = []
         self._files_cache: dict[Path, dict[str, str]] = {}
         self._dvc_cache: dict[Path, str] = {}
+        self._commits: dict[tuple[str | None, bool | None], list[str]] = {}
         self._visited: dict[Path, Node] = {}
         self._edges: list[tuple[str, str, str]] = []  # (input name, recorded sha256, link)
 
@@ -242,6 +244,8 @@ class _Walker:
                                        f"{exc}")
             return
         node.role = role_of(node.record.get("kind"))
+        git = node.record.get("git") or {}
+        self._commits.setdefault((git.get("commit"), git.get("dirty")), []).append(node.link)
         self.check_content(node, record_dir, served)
         self.check_documents(node, record_dir)
         if node.role == "raw":
@@ -362,6 +366,20 @@ class _Walker:
                 self.fail(root, root.link, f"chain incomplete: no {role} record is reachable "
                                            "from this version's lineage")
 
+    def check_code(self) -> None:
+        """Code identity: warn where a record cannot lead back to its code through git."""
+        for (commit, dirty), links in sorted(self._commits.items(), key=str):
+            where = f"{links[0]}" + (f" and {len(links) - 1} more" if len(links) > 1 else "")
+            if commit is None:
+                self.warnings.append(f"{where}: made outside a git checkout; the code version "
+                                     "is unknown")
+            elif dirty:
+                self.warnings.append(f"{where}: made from git {commit[:12]} with uncommitted "
+                                     "changes; that code cannot be recovered from git alone")
+            elif not _commit_known(commit):
+                self.warnings.append(f"{where}: git commit {commit[:12]} is not in this "
+                                     "repository (fetch it to inspect the code)")
+
     def check_consistent(self, root: Node) -> None:
         """Every use of the classifier (export, CycleGAN, evaluation) names the same one."""
         for name in SAME_EVERYWHERE + USUALLY_SAME:
@@ -374,6 +392,15 @@ class _Walker:
                 self.fail(root, root.link, message)
             else:
                 self.warnings.append(f"{root.link}: {message}")
+
+
+def _commit_known(commit: str) -> bool:
+    try:
+        subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], check=True,
+                       capture_output=True)
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return False
+    return True
 
 
 def _recorded_dvc_origin(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -414,6 +441,7 @@ def audit_repository(
         walker.check_complete(node, before)
         walker.check_consistent(node)
         nodes.append(node)
+    walker.check_code()
     return Audit(roots=nodes, problems=walker.problems, warnings=walker.warnings)
 
 
@@ -480,6 +508,7 @@ def audit_served(
             walker.check_complete(node, before)
             walker.check_consistent(node)
             nodes.append(node)
+    walker.check_code()
     served_info = {"url": url, "ready": [f"{n}/{v}" for n, v in sorted(loaded)]}
     return Audit(roots=nodes, problems=walker.problems, warnings=walker.warnings,
                  served=served_info)

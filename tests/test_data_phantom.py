@@ -11,6 +11,7 @@ from PIL import Image
 
 from cfxray.cli import main
 from cfxray.conventions import SPLITS
+from cfxray.data.contact_sheet import LESION_RGB, LUNG_RGB
 from cfxray.data.manifest import read_manifest
 from cfxray.data.phantom import render
 from cfxray.data.phantom_dataset import plan
@@ -62,7 +63,9 @@ def test_layout_manifest_and_lineage(phantom_dir: Path) -> None:
     assert record["params"]["seed"] == 3
     assert (phantom_dir / "summary.json").exists()
     with Image.open(phantom_dir / "contact_sheet.png") as sheet:
-        assert sheet.mode == "RGB" and sheet.width > 0
+        pixels = np.asarray(sheet.convert("RGB")).reshape(-1, 3)
+    colours = {tuple(p) for p in np.unique(pixels, axis=0)}
+    assert LESION_RGB in colours and LUNG_RGB in colours  # masks are outlined
 
 
 def test_lesion_mask_is_nonempty_exactly_for_pneumonia_and_inside_the_lungs(

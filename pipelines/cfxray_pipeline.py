@@ -7,8 +7,10 @@ compiled IR is committed as `pipelines/cfxray_pipeline.yaml`.
 
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from kfp import compiler, dsl, kubernetes
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
 from components import (
     evaluate,
@@ -34,6 +36,21 @@ DVC_CREDENTIAL_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
 RETRIES = 2
 # The taint GPU node pools usually carry (NVIDIA GPU operator, GKE, EKS).
 GPU_TAINT = "nvidia.com/gpu"
+
+
+class PipelineOutputs(NamedTuple):
+    """What a run hands back; the export's result is the new version in the repository."""
+
+    raw_data: Dataset
+    prepared_data: Dataset
+    classifier: Model
+    oracle: Model
+    generators: Model
+    evaluation: Artifact
+    metrics: Metrics
+    classification_metrics: ClassificationMetrics
+    report: HTML
+    gate_passed: bool
 
 
 def _as_training_task(task: dsl.PipelineTask, accelerator_type: str, gpus: int, cpu: str,
@@ -73,7 +90,7 @@ def cfxray_pipeline(
     gpus_per_training_task: int = 1,
     training_cpu: str = "8",
     training_memory: str = "32Gi",
-):
+) -> PipelineOutputs:
     """Train, evaluate and publish one model version.
 
     Args:
@@ -139,6 +156,14 @@ def cfxray_pipeline(
         export.set_display_name("export + publish").set_caching_options(False)
         kubernetes.mount_pvc(export, pvc_name=model_repository_pvc,
                              mount_path=MODEL_REPOSITORY_MOUNT)
+
+    return PipelineOutputs(
+        raw_data=raw.outputs["dataset"], prepared_data=data,
+        classifier=classifier.outputs["classifier"], oracle=oracle.outputs["classifier"],
+        generators=cyclegan.outputs["generators"], evaluation=evaluation.outputs["evaluation"],
+        metrics=evaluation.outputs["metrics"],
+        classification_metrics=evaluation.outputs["classification"],
+        report=evaluation.outputs["report"], gate_passed=evaluation.outputs["Output"])
 
 
 def compile_pipeline(out: str | Path = COMPILED_PIPELINE) -> Path:

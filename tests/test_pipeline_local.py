@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,45 +60,58 @@ def data_repo(tmp_path_factory) -> tuple[Path, str]:
     return repo, git(repo, "rev-parse", "HEAD")
 
 
-def run_pipeline(workdir: Path, repo: Path, rev: str, sets: list[str]) -> tuple[int, str, Path]:
-    """`cfxray pipeline run --local` as a user runs it; (exit status, its output, run folder)."""
-    root = workdir / "pipeline_root"
-    argv = [sys.executable, "-m", "cfxray.cli", "pipeline", "run", "--local",
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """One pipeline root and step cache for the module's runs: a later run reuses the
+    training of an earlier one with the same data and training parameters."""
+    return tmp_path_factory.mktemp("pipeline")
+
+
+def run_pipeline(workspace: Path, repo: Path, rev: str, sets: list[str],
+                 model_repo: Path) -> tuple[int, str, Path]:
+    """`cfxray pipeline run --local --cache` as a user runs it; (exit status, its output,
+    the run's folder)."""
+    argv = [sys.executable, "-m", "cfxray.cli", "pipeline", "run", "--local", "--cache",
             "--params", str(ROOT / "params.yaml"), "--data-repo", str(repo), "--data-rev", rev,
-            "--root", str(root), "--model-repo", str(workdir / "model_repository"),
+            "--root", str(workspace / "root"), "--model-repo", str(model_repo),
             *[item for s in [*TINY, *sets] for item in ("--set", s)]]
-    result = subprocess.run(argv, cwd=workdir, capture_output=True, text=True,
+    result = subprocess.run(argv, cwd=workspace, capture_output=True, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    runs = [p for p in root.iterdir() if p.is_dir()] if root.exists() else []
-    assert len(runs) == 1, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.returncode, result.stdout + result.stderr, runs[0]
+    out = result.stdout + result.stderr
+    found = re.search(r"^pipeline run: (\S+)$", out, re.M)
+    assert found, out[-3000:]
+    return result.returncode, out, Path(found.group(1))
 
 
 @pytest.fixture(scope="module")
-def failing_run(data_repo, tmp_path_factory) -> tuple[int, str, Path, Path]:
+def failing_run(data_repo, workspace) -> tuple[int, str, Path, Path]:
     repo, commit = data_repo
-    workdir = tmp_path_factory.mktemp("failing_gate")
-    return (*run_pipeline(workdir, repo, commit, IMPOSSIBLE_GATE), workdir)
+    model_repo = workspace / "failing_model_repository"
+    return (*run_pipeline(workspace, repo, commit, IMPOSSIBLE_GATE, model_repo), model_repo)
 
 
 def test_failing_gate_skips_the_export(failing_run):
-    code, out, run_dir, workdir = failing_run
+    code, out, run_dir, model_repo = failing_run
     assert code == 1, out[-3000:]
     assert "quality gate failed: export skipped" in out
     tasks = {p.name for p in run_dir.iterdir() if p.is_dir()}
     assert {"locate-data", "fetch-data", "split-params", "preprocess", "train-classifier",
             "train-classifier-2", "train-cyclegan", "evaluate"} <= tasks
     assert not any(t.startswith("export") for t in tasks)
-    assert not (workdir / "model_repository").exists()
+    assert not model_repo.exists()
     evaluate = json.loads((run_dir / "evaluate" / "executor_output.json").read_text())
     assert evaluate["parameterValues"]["Output"] is False
     metrics = json.loads((run_dir / "evaluate" / "evaluation" / "metrics.json").read_text())
     assert metrics["gate/passed"] == 0.0
     report = out[out.index("pipeline run: "):]
-    for task, artifact in [("fetch-data", "dataset"), ("preprocess", "prepared"),
-                           ("train-classifier", "classifier"), ("train-cyclegan", "generators"),
-                           ("evaluate", "evaluation"), ("evaluate", "report")]:
-        assert str(run_dir / task / artifact) in report
+    for name, task, artifact in [
+            ("raw_data", "fetch-data", "dataset"), ("prepared_data", "preprocess", "prepared"),
+            ("classifier", "train-classifier", "classifier"),
+            ("oracle", "train-classifier-2", "classifier"),
+            ("generators", "train-cyclegan", "generators"),
+            ("evaluation", "evaluate", "evaluation"), ("report", "evaluate", "report")]:
+        assert re.search(rf"^  {name} +{re.escape(str(run_dir / task / artifact))}$", report,
+                         re.M), name
 
 
 def test_fetched_dataset_records_its_dvc_hash_and_revision(failing_run, data_repo):
@@ -129,11 +143,11 @@ def test_evaluation_feeds_the_kubeflow_ui_artifacts(failing_run):
     assert html == (run_dir / "evaluate" / "evaluation" / "report.html").read_text()
 
 
-def test_passing_gate_publishes_a_new_model_version(data_repo, tmp_path):
+def test_passing_gate_publishes_a_new_model_version(data_repo, workspace):
     repo, commit = data_repo
-    code, out, run_dir = run_pipeline(tmp_path, repo, commit, OPEN_GATE)
+    model_repo = workspace / "model_repository"
+    code, out, run_dir = run_pipeline(workspace, repo, commit, OPEN_GATE, model_repo)
     assert code == 0, out[-3000:]
-    model_repo = tmp_path / "model_repository"
     publication = json.loads(
         (run_dir / "export-model" / "published" / "publication.json").read_text())
     assert publication["version"] == 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import re
 import sys
 import warnings
@@ -54,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="model repository the export publishes into")
     run.add_argument("--root", type=Path, default=None,
                      help="local pipeline root: where every step's outputs land")
+    run.add_argument("--cache", action="store_true",
+                     help="reuse a step's earlier outputs when its inputs are the same (keyed "
+                          "on the step's inputs and code, not on the cfxray library's code)")
     run.set_defaults(func=run_local_command)
 
     submit = commands.add_parser(
@@ -175,82 +177,60 @@ def run_local_command(args: argparse.Namespace) -> int:
         "params": yaml.safe_dump(params, sort_keys=False),
         "model_repository": str(model_repo),
     }
-    run_dir = run_local(arguments, root)
-    return report_local_run(run_dir)
+    from cfxray.pipeline_steps import added_versions, repository_versions
+
+    before = repository_versions(model_repo)
+    run_dir, outputs = run_local(arguments, root, cache=args.cache)
+    added = added_versions(before, repository_versions(model_repo))
+    if len(added) > 1:
+        raise UserError(f"the run added several versions {sorted(added)} to {model_repo}")
+    return report_local_run(run_dir, outputs, model_repo, min(added, default=None))
 
 
-def run_local(arguments: dict[str, Any], root: Path) -> Path:
-    """Run the pipeline with kfp.local in subprocesses of this Python (no venv, no image) and
-    return the run's folder under the pipeline root."""
+def run_local(arguments: dict[str, Any], root: Path, cache: bool = False
+              ) -> tuple[Path | None, dict[str, Any]]:
+    """Run the pipeline with kfp.local in subprocesses of this Python (no venv, no image);
+    the run's folder under the pipeline root (None when every step came from the cache) and
+    the pipeline's outputs (artifacts and the gate verdict)."""
     module = load_pipeline_module()
     from kfp import local
 
     root.mkdir(parents=True, exist_ok=True)
     before = {p.name for p in root.iterdir()}
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
-               raise_on_error=True)
-    failure: RuntimeError | None = None
+               raise_on_error=True, enable_caching=cache)
     with warnings.catch_warnings():
         # The components name the project image; locally they run in this environment.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
         try:
-            module.cfxray_pipeline(**arguments)
+            task = module.cfxray_pipeline(**arguments)
         except RuntimeError as exc:
             failure = exc
+        else:
+            failure = None
     new = sorted(p for p in root.iterdir() if p.is_dir() and p.name not in before)
+    run_dir = new[-1] if new else None
     if failure is not None:
-        where = f" (outputs so far in {new[-1]})" if new else ""
+        where = f" (outputs so far in {run_dir})" if run_dir else ""
         raise UserError(f"{failure}: see that task's log above{where}")
-    if not new:
-        raise UserError(f"the pipeline ran but left no run folder in {root}")
-    return new[-1]
+    return run_dir, {name: task.outputs[name] for name in module.PipelineOutputs._fields}
 
 
-def task_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Each task's artifacts (name -> path) and parameters from its executor output, in the
-    order the tasks finished."""
-    tasks: dict[str, dict[str, Any]] = {}
-    for output_file in sorted(run_dir.glob("*/executor_output.json"),
-                              key=lambda p: p.stat().st_mtime):
-        record = json.loads(output_file.read_text())
-        artifacts = {name: [a.get("uri") for a in entry.get("artifacts", [])]
-                     for name, entry in (record.get("artifacts") or {}).items()}
-        task_dir = output_file.parent
-        for path in sorted(task_dir.iterdir()):
-            if path.name != output_file.name and path.name not in artifacts:
-                artifacts[path.name] = [str(path)]
-        tasks[task_dir.name] = {"artifacts": artifacts,
-                                "parameters": record.get("parameterValues") or {}}
-    return tasks
-
-
-def publication(run_dir: Path) -> dict[str, Any] | None:
-    from cfxray.pipeline_steps import PUBLICATION_FILE
-
-    found = sorted(run_dir.glob(f"*/*/{PUBLICATION_FILE}"))
-    return json.loads(found[-1].read_text()) if found else None
-
-
-def report_local_run(run_dir: Path) -> int:
+def report_local_run(run_dir: Path | None, outputs: dict[str, Any], model_repo: Path,
+                     published: int | None) -> int:
     """Print where every artifact landed; exit 1 when the gate kept the model unpublished."""
-    print(f"\npipeline run: {run_dir}")
-    tasks = task_outputs(run_dir)
-    for task, outputs in tasks.items():
-        print(f"  {task}")
-        for name, paths in outputs["artifacts"].items():
-            for path in paths:
-                print(f"    {name:<16} {path}")
-        for name, value in outputs["parameters"].items():
-            print(f"    {name:<16} = {value}")
-    published = publication(run_dir)
+    print(f"\npipeline run: {run_dir or '(every step from the cache)'}")
+    for name, value in outputs.items():
+        shown = getattr(value, "path", None) or getattr(value, "uri", None) or value
+        print(f"  {name:<24} {shown}")
     if published is None:
-        gate = (tasks.get("evaluate") or {}).get("parameters", {}).get("Output")
-        print("\nquality gate failed: export skipped, nothing published" if gate is False
-              else "\nnothing published")
+        print("\nquality gate failed: export skipped, nothing published"
+              if outputs.get("gate_passed") is False else "\nnothing published")
         return 1
-    print(f"\npublished version {published['version']} to {published['model_repository']}")
-    for name, path in published["models"].items():
-        print(f"  {name:<14} {path}")
+    print(f"\npublished version {published} to {model_repo}")
+    for name in sorted(p.name for p in model_repo.iterdir() if (p / str(published)).is_dir()):
+        print(f"  {name:<24} {model_repo / name / str(published)}")
     return 0
 
 

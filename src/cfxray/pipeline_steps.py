@@ -235,9 +235,13 @@ def repository_versions(model_repo: str | Path) -> dict[str, set[int]]:
             for model in sorted(root.iterdir()) if model.is_dir()}
 
 
+def added_versions(before: dict[str, set[int]], after: dict[str, set[int]]) -> set[int]:
+    return {v for name, versions in after.items() for v in versions - before.get(name, set())}
+
+
 def published_version(before: dict[str, set[int]], after: dict[str, set[int]]) -> int:
     """The one version number an export added across the repository's models."""
-    added = {v for name, versions in after.items() for v in versions - before.get(name, set())}
+    added = added_versions(before, after)
     if len(added) != 1:
         raise RuntimeError(f"export should add exactly one version, added {sorted(added)}")
     return added.pop()

@@ -18,7 +18,7 @@ from cfxray.cli import main
 from cfxray.errors import UserError
 from cfxray.export import contract as c
 from cfxray.export import pbtxt
-from cfxray.export.exporter import export_repository
+from cfxray.export.exporter import export_repository, require_gate
 from cfxray.export.model_repository import ServingSettings, publish
 from cfxray.export.onnx_export import PARITY_ATOL, check_parity, onnx_session
 from cfxray.export.wrappers import ClassifierServing, ExplainServing, GeneratorServing
@@ -49,7 +49,8 @@ def parse_config(path: Path) -> mc.ModelConfig:
 def test_repository_layout_configs_and_lineage(serving_repo):
     for name in c.MODEL_NAMES:
         folder = serving_repo / name
-        assert sorted(p.name for p in (folder / "1").iterdir()) == ["lineage.json", "model.onnx"]
+        assert sorted(p.name for p in (folder / "1").iterdir()) == [
+            "lineage.json", "model.onnx", "model_card.html", "model_card.json", "model_card.md"]
         config = parse_config(folder / "config.pbtxt")
         spec = c.MODEL_SPECS[name]
         assert config.name == name and config.backend == "onnxruntime"
@@ -177,6 +178,20 @@ def test_export_cli_refuses_existing_version_and_failed_gate(serving_repo, tmp_p
     assert main([*base, "--evaluation", str(evaluation)]) == 2
     assert "gate_passed" in capsys.readouterr().err
     assert sorted(p.name for p in (serving_repo / c.EXPLAIN).iterdir()) == ["1", "config.pbtxt"]
+
+
+@pytest.mark.parametrize(("metrics", "verdict"), [
+    ({"gate_passed": True}, True), ({"gate_passed": False}, False),
+    ({"gate/passed": 1.0}, True), ({"gate/passed": 0.0}, False),
+    ({"gate/passed": 0.5}, None), ({"gate_passed": "yes"}, None), ({}, None)])
+def test_gate_verdict_forms(tmp_path, metrics, verdict):
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    if verdict:
+        assert require_gate(tmp_path) == metrics
+    else:
+        with pytest.raises(UserError, match="failed its quality gate" if verdict is False
+                           else "no gate verdict"):
+            require_gate(tmp_path)
 
 
 def test_export_refuses_models_of_different_sizes(tmp_path):

@@ -43,9 +43,21 @@ from cfxray.export.onnx_export import (
 )
 from cfxray.export.wrappers import ClassifierServing, ExplainServing, GeneratorServing
 from cfxray.lineage import write_lineage
+from cfxray.params import DEFAULT_PARAMS
 
 GATE_FILE = "metrics.json"
 GATE_KEY = "gate_passed"
+GATE_FLAT_KEY = "gate/passed"  # what `cfxray evaluate` writes today: 1.0 or 0.0
+
+
+def gate_verdict(metrics: dict[str, Any]) -> bool | None:
+    """`gate_passed` (a boolean), else the flat `gate/passed` (0 or 1); None when neither."""
+    value = metrics.get(GATE_KEY, metrics.get(GATE_FLAT_KEY))
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    return None
 
 
 def require_gate(evaluation_dir: str | Path) -> dict[str, Any]:
@@ -57,13 +69,13 @@ def require_gate(evaluation_dir: str | Path) -> dict[str, Any]:
         metrics = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"cannot read {path}: {exc}") from exc
-    passed = metrics.get(GATE_KEY) if isinstance(metrics, dict) else None
-    if not isinstance(passed, bool):
-        raise UserError(f"{path} has no boolean '{GATE_KEY}'; cannot tell whether the "
-                        "evaluation's quality gate passed")
+    passed = gate_verdict(metrics) if isinstance(metrics, dict) else None
+    if passed is None:
+        raise UserError(f"{path} records no gate verdict ('{GATE_KEY}' or '{GATE_FLAT_KEY}'); "
+                        "cannot tell whether the evaluation's quality gate passed")
     if not passed:
-        raise UserError(f"the evaluation in {evaluation_dir} failed its quality gate "
-                        f"({GATE_KEY}: false); refusing to publish these models")
+        raise UserError(f"the evaluation in {evaluation_dir} failed its quality gate; "
+                        "refusing to publish these models")
     return metrics
 
 
@@ -99,7 +111,10 @@ def export_repository(
     settings: ServingSettings | None = None,
     atol: float = PARITY_ATOL,
     progress: Callable[[str], None] = print,
+    params_file: str | Path = DEFAULT_PARAMS,
 ) -> tuple[int, list[ParityReport]]:
+    """Export, verify and publish; `params_file` feeds the model cards (owners, licence)."""
+    from cfxray.audit.model_card import write_model_card
     from cfxray.data.preprocess import RESIZE_MODES
     from cfxray.models.classifier import load_classifier
     from cfxray.models.networks import load_generators
@@ -153,6 +168,7 @@ def export_repository(
                           metrics={"parity_max_abs_diff": report.max_abs_diff,
                                    "gate": _gate_summary(gate_metrics)},
                           extra={"model": name, "version": version})
+            write_model_card(folder, params_file)  # seals its hashes into lineage.json
 
         published = publish(staged, out, version, size, settings, finalize)
     finally:
@@ -161,4 +177,4 @@ def export_repository(
 
 
 def _gate_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if metrics is None else {GATE_KEY: metrics[GATE_KEY]}
+    return None if metrics is None else {GATE_KEY: gate_verdict(metrics)}

@@ -1,0 +1,139 @@
+"""What every benchmark area shares: the run profile, timing, peak memory and test images.
+
+Timing takes the median of repeated calls after warm-up calls (first calls pay for oneDNN
+primitive creation, onnxruntime's arena growth and lazy initialisation); the machine is
+shared, so the median is the honest summary and the spread is kept next to it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# (ngf, n_blocks): the demo configuration (the CycleGAN trainer's defaults) and the classic
+# full-size CycleGAN generator (ngf 64, 9 residual blocks).
+GENERATORS: dict[str, tuple[int, int]] = {"demo": (32, 6), "full": (64, 9)}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much each area measures; `quick` is a smoke run of seconds with tiny models."""
+
+    name: str
+    generators: dict[str, tuple[int, int]]
+    sizes: tuple[int, ...]
+    batches: tuple[int, ...]
+    compile: bool  # try torch.compile (minutes of compilation on 2 cores)
+    min_repeats: int
+    min_seconds: float  # keep repeating a timed call until this much time has passed
+    matmul_size: int
+    serving_size: int  # image size of the served generator
+    serving_model: str  # key of `generators`
+    concurrency: tuple[int, ...]
+    serving_seconds: float  # load duration per (protocol, batching, concurrency) point
+    training: dict[str, dict[str, Any]] = field(default_factory=dict)
+    train_steps: int = 3
+    quant_model: str = "full"
+    quant_size: int = 256
+    quant_batch: int = 1
+    calibration_images: int = 16
+
+
+DEFAULT = Profile(
+    name="default", generators=GENERATORS, sizes=(128, 256), batches=(1, 8), compile=True,
+    min_repeats=3, min_seconds=2.0, matmul_size=2048, serving_size=128, serving_model="demo",
+    concurrency=(1, 2, 4, 8), serving_seconds=6.0,
+    training={
+        # The demo: prepared data at 64 px, the trainers' default settings.
+        "demo": {"size": 64, "ngf": 32, "n_blocks": 6, "cyclegan_batch": 4,
+                 "classifier_batch": 64},
+        # Full size: 256 px, ngf 64, 9 blocks, batch 1 (the CycleGAN paper's setting); the
+        # classifier at 256 px with a batch of 32.
+        "full": {"size": 256, "ngf": 64, "n_blocks": 9, "cyclegan_batch": 1,
+                 "classifier_batch": 32},
+    },
+    train_steps=3, quant_model="full", quant_size=256, quant_batch=1, calibration_images=16,
+)
+
+QUICK = Profile(
+    name="quick", generators={"demo": (8, 1), "full": (8, 2)}, sizes=(32,), batches=(1, 2),
+    compile=False, min_repeats=2, min_seconds=0.0, matmul_size=256, serving_size=32,
+    serving_model="demo", concurrency=(1, 2), serving_seconds=0.5,
+    training={"demo": {"size": 32, "ngf": 8, "n_blocks": 1, "cyclegan_batch": 2,
+                       "classifier_batch": 8},
+              "full": {"size": 32, "ngf": 8, "n_blocks": 2, "cyclegan_batch": 1,
+                       "classifier_batch": 4}},
+    train_steps=2, quant_model="full", quant_size=32, quant_batch=2, calibration_images=4,
+)
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_s: float
+    min_s: float
+    max_s: float
+    repeats: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"median_s": self.median_s, "min_s": self.min_s, "max_s": self.max_s,
+                "repeats": self.repeats}
+
+
+def measure(fn: Callable[[], object], min_repeats: int, min_seconds: float,
+            warmup: int = 1, max_repeats: int = 50) -> Timing:
+    """Median wall time of `fn()` over at least `min_repeats` calls and `min_seconds`."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < max_repeats and (len(times) < min_repeats
+                                         or time.perf_counter() - started < min_seconds):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return Timing(statistics.median(times), min(times), max(times), len(times))
+
+
+# ----- memory ---------------------------------------------------------------------------------
+def _status_kb(pid: int | str, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def reset_peak_rss() -> bool:
+    """Restart this process's peak-RSS counter (Linux clear_refs "5"); False when refused."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """Peak resident set size (VmHWM) since start or the last reset, in MiB."""
+    return _status_kb(pid, "VmHWM") / 1024
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    return _status_kb(pid, "VmRSS") / 1024
+
+
+# ----- test images ----------------------------------------------------------------------------
+def xray_images(count: int, size: int, seed: int = 0) -> np.ndarray:
+    """uint8 [count, size, size] phantom chest X-rays (both classes), like training images."""
+    from cfxray.data.phantom import render
+
+    return np.stack([render(size, seed, i, i, pneumonia=bool(i % 2)).image
+                     for i in range(count)])
+
+
+def rounded(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")

@@ -1,0 +1,141 @@
+"""Static int8 quantization of an exported generator (onnxruntime), checked against fp32.
+
+Static quantization fixes every activation's int8 scale ahead of time from calibration
+images, so inference runs integer convolutions (VNNI/AMX on recent x86) with no per-call
+range search. The calibration images must be training images at the served size: scales
+fitted on other intensity statistics clip real X-rays. Only convolutions are quantized;
+instance normalisation, padding, resizing and the output blend stay in float, where int8
+would cost accuracy for little speed. A quantized model is only accepted when its outputs
+stay structurally identical to the fp32 model's (SSIM against the fp32 output).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cfxray.errors import UserError
+
+IMAGE_INPUT = "IMAGE"
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+MIN_SSIM = 0.98
+
+
+@dataclass(frozen=True)
+class QuantizationSettings:
+    calibration_method: str = "percentile"  # minmax | percentile | entropy
+    percentile: float = 99.999  # of |activation|, for the percentile method
+    per_channel: bool = True  # one weight scale per output channel
+    calibration_batch: int = 4
+    min_ssim: float = MIN_SSIM  # worst-image SSIM against fp32 to accept the int8 model
+    float_ends: bool = True  # keep the first and the last convolution in float
+
+    def validate(self) -> None:
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise UserError(f"calibration method must be one of {CALIBRATION_METHODS}, "
+                            f"got {self.calibration_method!r}")
+        if not 0 < self.min_ssim <= 1:
+            raise UserError("min_ssim must lie in (0, 1]")
+
+
+def _reader(images: np.ndarray, batch: int) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([images[i:i + batch] for i in range(0, len(images), batch)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            chunk = next(self.batches, None)
+            return None if chunk is None else {IMAGE_INPUT: np.ascontiguousarray(chunk)}
+
+    return Reader()
+
+
+def check_calibration_images(images: np.ndarray) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:
+        raise UserError("calibration images must be a uint8 array [N, H, W]")
+    if len(images) < 2:
+        raise UserError("static quantization needs at least 2 calibration images")
+
+
+def quantize_generator(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray,
+                       settings: QuantizationSettings | None = None) -> Path:
+    """Write the int8 (QDQ, convolutions only) version of an exported generator."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    settings = settings or QuantizationSettings()
+    settings.validate()
+    check_calibration_images(calibration)
+    out_path = Path(out_path)
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[settings.calibration_method]
+    extra: dict[str, Any] = {}
+    if settings.calibration_method == "percentile":
+        extra["CalibPercentile"] = settings.percentile
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # Shape inference and graph clean-up first, as onnxruntime recommends before quantizing.
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(out_path), _reader(calibration, settings.calibration_batch),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+            per_channel=settings.per_channel, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
+            nodes_to_exclude=_end_convolutions(prepared) if settings.float_ends else None)
+    return out_path
+
+
+def _end_convolutions(path: Path) -> list[str]:
+    """The first and last Conv nodes: the input's and the output's, the most sensitive to int8
+    (one sees raw intensities, the other writes them) and cheap (one channel in or out)."""
+    import onnx
+
+    convs = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    return sorted({convs[0], convs[-1]}) if convs else []
+
+
+def output_ssim(fp32_path: str | Path, int8_path: str | Path, images: np.ndarray,
+                batch: int = 4) -> np.ndarray:
+    """Per-image SSIM of the int8 model's output against the fp32 model's, on `images`."""
+    import torch
+
+    from cfxray.evaluation.metrics import ssim
+
+    sessions = [_session(p) for p in (fp32_path, int8_path)]
+    scores = []
+    for i in range(0, len(images), batch):
+        chunk = np.ascontiguousarray(images[i:i + batch])
+        ref, got = (torch.from_numpy(s.run(None, {IMAGE_INPUT: chunk})[0]) for s in sessions)
+        scores.append(ssim(got.unsqueeze(1), ref.unsqueeze(1)).numpy())
+    return np.concatenate(scores)
+
+
+def _session(path: str | Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def quantize_checked(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray,
+                     check_images: np.ndarray,
+                     settings: QuantizationSettings | None = None) -> dict[str, float]:
+    """Quantize, then refuse the result unless every check image keeps SSIM >= min_ssim."""
+    settings = settings or QuantizationSettings()
+    quantize_generator(fp32_path, out_path, calibration, settings)
+    scores = output_ssim(fp32_path, out_path, check_images)
+    report = {"ssim_min": float(scores.min()), "ssim_mean": float(scores.mean()),
+              "min_ssim_required": settings.min_ssim}
+    if report["ssim_min"] < settings.min_ssim:
+        Path(out_path).unlink(missing_ok=True)
+        raise UserError(f"int8 generator {out_path} departs from fp32: worst SSIM "
+                        f"{report['ssim_min']:.4f} < {settings.min_ssim}; keep fp32 or "
+                        "calibrate on more training images")
+    return report

@@ -121,3 +121,17 @@ def test_cases_ranked_by_target_probability_after():
     assert select_cases(result, per_kind=1) == [("best", 1), ("typical", 2), ("worst", 3)]
     # two per kind overlap on five images: each image is shown once
     assert [row for _, row in select_cases(result, per_kind=2)] == [1, 4, 2, 3, 0]
+
+
+def test_real_data_without_masks_skips_ground_truth_and_its_gate():
+    from cfxray.evaluation.gate import check_gate
+
+    data = phantom_split(3, seed=7)
+    data.lesion_masks = data.lung_masks = data.twins = data.has_twin = None
+    for direction in ("n2p", "p2n"):
+        result = measure(direction, data, nn.Identity(), nn.Identity())
+        assert not {"lesion_removal", "change_in_mask", "opacity_in_lungs"} & set(result.per_image)
+    summary = direction_summary(result, BOOT)
+    assert "p2n/lesion_removal" not in summary and summary["p2n/ssim"] == pytest.approx(1.0)
+    gate = check_gate(summary, {"min_lesion_removal": 0.3})
+    assert gate.passed and gate.checks[0].skipped

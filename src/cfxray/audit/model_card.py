@@ -164,7 +164,7 @@ def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
     options = section("model_card", params_file)
     classifier, raw = roles.get("classifier"), roles.get("raw")
     rows = _evaluation_metrics(roles.get("evaluation"))
-    arch = ((classifier.record or {}).get("params") or {}).get("arch") if classifier else None
+    arch = _architecture(model, export.get("params") or {}, classifier)
     size = ((roles["prepared"].record or {}).get("params") or {}).get("size") \
         if "prepared" in roles else None
     limitations = [
@@ -192,15 +192,14 @@ def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
             "path": str(version_dir),
         },
         "model_parameters": {
-            "model_architecture": arch or "see training record",
+            "model_architecture": arch,
             "served_files": {rel: digest for rel, digest in (export.get("files") or {}).items()},
             "training_runs": [_training_entry(role, roles[role])
                               for role in ("classifier", "cyclegan") if role in roles],
             "data": {"train": [_data_entry(role, roles[role]) for role in ("raw", "prepared")
                                if role in roles],
                      "eval": [_eval_entry(roles["prepared"])] if "prepared" in roles else []},
-            "input_format": "grayscale chest X-ray, UINT8 [batch, H, W]",
-            "output_format": "see the Triton config.pbtxt of this model",
+            **_tensor_formats(model, (export.get("params") or {}).get("image_size")),
         },
         "quantitative_analysis": {
             "performance_metrics": [_metric_json(r) for r in rows if not r.is_counterfactual],
@@ -228,6 +227,35 @@ def _graphics(evaluation: Node | None) -> list[dict[str, Any]]:
     files = (evaluation.record or {}).get("files") or {}
     return [{"name": png.stem.replace("_", " "), "path": str(png), "sha256": files.get(png.name)}
             for png in sorted(evaluation.path.glob("*.png"))]
+
+
+def _architecture(model: str, params: dict[str, Any], classifier: Node | None) -> str:
+    """What the served network is, from the configs the export recorded."""
+    trained = ((classifier.record or {}).get("params") or {}).get("model") if classifier else None
+    clf = params.get("classifier_config") or trained or {}
+    gen = params.get("generator_config") or {}
+    parts = []
+    if model in ("classifier", "explain") and clf:
+        parts.append(f"classifier {clf.get('arch')} at {clf.get('image_size')} px "
+                     f"(normalisation mean {clf.get('mean')}, std {clf.get('std')} inside)")
+    if model != "classifier" and gen:
+        parts.append("ResNet generator (" + ", ".join(f"{k} {v}" for k, v in gen.items()) + ")")
+    return "; ".join(parts) or "see the training records"
+
+
+def _tensor_formats(model: str, size: int | None) -> dict[str, str]:
+    """Input and output tensors from the serving contract (one source with the configs)."""
+    from cfxray.export.contract import MODEL_SPECS, SIZE
+
+    spec = MODEL_SPECS.get(model)
+    if spec is None:
+        return {"input_format": "see config.pbtxt", "output_format": "see config.pbtxt"}
+
+    def describe(tensors: tuple[Any, ...]) -> str:
+        return "; ".join(f"{t.name} {t.dtype} [batch, "
+                         f"{', '.join(str(size or d) if d == SIZE else str(d) for d in t.dims)}]"
+                         for t in tensors)
+    return {"input_format": describe(spec.inputs), "output_format": describe(spec.outputs)}
 
 
 def _metric_json(row: MetricRow) -> dict[str, Any]:
@@ -258,6 +286,7 @@ def _sections(card: dict[str, Any]) -> list[tuple[str, list[str] | list[tuple[st
                f"Code: git {version['git_commit'] or 'unknown'}"
                f"{' (uncommitted changes)' if version['git_dirty'] else ''}",
                f"Architecture: {p['model_architecture']}",
+               f"Inputs: {p['input_format']}", f"Outputs: {p['output_format']}",
                *(f"Served file: {rel} sha256 {digest}"
                  for rel, digest in p.get("served_files", {}).items()),
                d["overview"]]

@@ -103,6 +103,7 @@ def _dvc_fs(repo_url: str, rev: str) -> Iterator[Any]:
 
     try:
         fs = DVCFileSystem(repo_url, rev=rev or None)
+        fs.repo  # noqa: B018 (opens the repository and resolves the revision now)
     except Exception as exc:  # dvc raises many types for a bad URL or revision
         raise UserError(f"cannot open DVC repository {repo_url!r} at {rev or 'HEAD'!r}: {exc}") from exc
     try:

@@ -67,8 +67,13 @@ def test_run_params_merges_override_files_then_sets(tmp_path):
                       "evaluate": {"gate": {"min": 0.5}}}
     with pytest.raises(UserError, match=r"SECTION\.KEY=VALUE"):
         run_params(base, [], ["epochs"])
+    with pytest.raises(UserError, match="no section 'train_cyclgan'"):
+        run_params(base, [], ["train_cyclgan.epochs=1"])  # a typo is not silently ignored
     with pytest.raises(UserError, match="not found"):
         run_params(base, [tmp_path / "missing.yaml"], [])
+    override.write_text("- not a mapping\n")
+    with pytest.raises(UserError, match="expected a mapping"):
+        run_params(base, [override], [])
 
 
 def test_gpu_512_profile_only_sets_known_parameters():

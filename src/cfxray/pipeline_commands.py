@@ -95,15 +95,25 @@ def run_params(params_file: Path, overrides: list[Path], sets: list[str]) -> dic
     """The params.yaml every step of this run reads: the file, override files, then --set."""
     if not params_file.exists():
         raise UserError(f"params file {params_file} not found")
+    from cfxray.pipeline_steps import STEP_SECTIONS
+
     params = load_params(params_file)
+    known = {*params, *(s for sections in STEP_SECTIONS.values() for s in sections), "pipeline"}
     for path in overrides:
         if not path.exists():
             raise UserError(f"override file {path} not found")
-        merge(params, yaml.safe_load(path.read_text()) or {})
+        extra = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(extra, dict) or set(extra) - known:
+            raise UserError(f"override file {path}: expected a mapping of params.yaml sections "
+                            f"({', '.join(sorted(known))})")
+        merge(params, extra)
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
             raise UserError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        if key.split(".")[0] not in known:
+            raise UserError(f"--set {item!r}: no section {key.split('.')[0]!r} in {params_file} "
+                            "and no step reads one")
         nested: Any = yaml.safe_load(value) if value else ""
         for part in reversed(key.split(".")):
             nested = {part: nested}

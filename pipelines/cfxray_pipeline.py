@@ -143,8 +143,12 @@ def cfxray_pipeline(
     evaluation = evaluate(data=data, classifier=classifier.outputs["classifier"],
                           oracle=oracle.outputs["classifier"],
                           generators=cyclegan.outputs["generators"], params=step["evaluate"])
+    # One GPU: evaluation is inference over the test split (both generators, two
+    # classifiers, the realism features), hours on CPU at 512 px.
     evaluation.set_display_name("evaluate + gate").set_caching_options(True)
-    evaluation.set_cpu_request("2").set_memory_request("8Gi")
+    evaluation.set_accelerator_type(accelerator_type).set_accelerator_limit(1)
+    evaluation.set_cpu_request("4").set_memory_request("16Gi")
+    kubernetes.add_toleration(evaluation, key=GPU_TAINT, operator="Exists", effect="NoSchedule")
 
     # The evaluate step returns the gate verdict as its single output.
     with dsl.If(evaluation.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)

@@ -1,4 +1,4 @@
-"""`cfxray reproduce` re-runs the recorded classifier training on the recorded data."""
+"""`cfxray reproduce` re-runs the recorded training and evaluation on the recorded inputs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,17 @@ from audit_chain_builder import cfxray, changed
 def test_reproduce_classifier_reports_recorded_vs_new_metrics(audit_project, tmp_path, capsys):
     capsys.readouterr()
     code = cfxray("reproduce", "--model-repo", audit_project.repo, "--version", "2",
-                  "--out", tmp_path / "rerun", "--json")
+                  "--stage", "classifier", "evaluation", "--out", tmp_path / "rerun", "--json")
     out = capsys.readouterr().out
     report = json.loads(out[out.index('{\n  "tolerance"'):])
     assert code == 0 and report["reproduced"]
-    (stage,) = report["stages"]
+    stage, evaluation = report["stages"]
+    recorded_eval = json.loads((audit_project.root / "reports" / "eval2" / "metrics.json")
+                               .read_text())
+    eval_rows = {r["metric"]: r for r in evaluation["metrics"]}
+    assert eval_rows["classifier/auc"]["recorded"] == recorded_eval["classifier/auc"]
+    assert eval_rows["classifier/auc"]["reproduced"] is not None
+    assert evaluation["identical_weights"] is None
     assert stage["original"] == str(audit_project.classifier2)  # version 2's classifier
     recorded = json.loads((audit_project.classifier2 / "lineage.json").read_text())
     new = json.loads((tmp_path / "rerun" / "classifier" / "lineage.json").read_text())

@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rep.add_argument("--model", default="classifier",
                      help="the served model whose chain names the training runs")
     rep.add_argument("--stage", nargs="+", default=["classifier"],
-                     choices=["classifier", "cyclegan"], help="training runs to repeat")
+                     choices=["classifier", "cyclegan", "evaluation"],
+                     help="runs to repeat, each on its recorded inputs (default: classifier)")
     rep.add_argument("--out", help="folder for the new runs (default outputs/reproduce/M_N)")
     rep.add_argument("--tolerance", type=float, default=0.02,
                      help="largest acceptable metric difference, absolute or relative to the "

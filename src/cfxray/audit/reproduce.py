@@ -1,4 +1,5 @@
-"""Re-run a published version's training from its recorded data and parameters.
+"""Re-run a published version's training (and evaluation) from its recorded inputs and
+parameters.
 
 The lineage chain names the exact data (by hash) and parameters each training run used. This
 re-runs the same `cfxray` step on that data with those parameters into a fresh folder and
@@ -27,15 +28,20 @@ class Stage:
     command: str  # the cfxray subcommand that made the artifact
     section: str  # its params.yaml section
     input_flags: tuple[str, ...]  # recorded input names passed back as --NAME PATH
-    product: str  # the file the run writes, compared tensor by tensor
-    derived: tuple[str, ...]  # recorded params the step derives itself (not section keys)
+    product: str | None = None  # a checkpoint the run writes, compared tensor by tensor
+    derived: tuple[str, ...] = ()  # recorded params the step derives itself (not section keys)
+    extra_args: tuple[str, ...] = ()
 
 
 STAGES = {
     "classifier": Stage("classifier", "train-classifier", "train_classifier", ("data",),
-                        "classifier.pt", ("model",)),
+                        product="classifier.pt", derived=("model",)),
     "cyclegan": Stage("cyclegan", "train-cyclegan", "train_cyclegan",
-                      ("data", "classifier", "oracle"), "generators.pt", ("generator",)),
+                      ("data", "classifier", "oracle"), product="generators.pt",
+                      derived=("generator",)),
+    # The gate's verdict is compared as a metric; the re-run must finish to be compared.
+    "evaluation": Stage("evaluation", "evaluate", "evaluate",
+                        ("data", "classifier", "oracle", "generators"), extra_args=("--no-gate",)),
 }
 # Metrics about the run rather than the model: they are not expected to repeat.
 _RUN_METRICS = ("seconds", "world_size", "time", "epochs_run")
@@ -153,7 +159,8 @@ def reproduce_stage(node: Node, stage: Stage, out_dir: Path) -> Comparison:
     params = {k: v for k, v in (record.get("params") or {}).items() if k not in stage.derived}
     params_file = out_dir.parent / f"{out_dir.name}.params.yaml"
     params_file.write_text(yaml.safe_dump({stage.section: params}, sort_keys=True))
-    argv = [stage.command, "--params", str(params_file), "--out", str(out_dir)]
+    argv = [stage.command, "--params", str(params_file), "--out", str(out_dir),
+            *stage.extra_args]
     for name, path in _recorded_inputs(node, stage).items():
         argv += [f"--{name}", str(path)]
     print("reproducing:", "cfxray", " ".join(argv), flush=True)
@@ -165,7 +172,8 @@ def reproduce_stage(node: Node, stage: Stage, out_dir: Path) -> Comparison:
     return Comparison(
         stage=stage.role, original=str(original_dir), reproduced=str(out_dir),
         rows=compare_metrics(record.get("metrics") or {}, new.get("metrics") or {}),
-        identical_weights=_same_weights(original_dir / stage.product, out_dir / stage.product),
+        identical_weights=_same_weights(original_dir / stage.product, out_dir / stage.product)
+        if stage.product else None,
     )
 
 

@@ -107,6 +107,13 @@ def test_untracked_or_missing_dataset_is_a_clear_error(repo, path, message):
         steps.locate_dvc_dataset(str(repo), "HEAD", path)
 
 
+def test_a_stage_output_never_reproduced_says_to_run_dvc_repro(fresh_repo):
+    (fresh_repo / "dvc.yaml").write_text(
+        "stages:\n  make:\n    cmd: mkdir -p data/made\n    outs:\n      - data/made\n")
+    with pytest.raises(UserError, match="dvc repro"):
+        steps.locate_dvc_dataset(str(fresh_repo), "", "data/made")
+
+
 def test_unknown_repository_or_revision_is_a_clear_error(repo, tmp_path):
     with pytest.raises(UserError, match="cannot open DVC repository"):
         steps.locate_dvc_dataset(str(repo), "no-such-branch", "data/raw")

@@ -117,10 +117,13 @@ def _tracked_md5(fs: Any, repo_url: str, path: str) -> str:
         info = fs.info(path)
     except FileNotFoundError as exc:
         raise UserError(f"{path!r} not found in DVC repository {repo_url}") from exc
-    md5 = (info.get("dvc_info") or {}).get("md5")
-    if not md5:
+    dvc = info.get("dvc_info") or {}
+    if dvc.get("isout") and not dvc.get("md5"):
+        raise UserError(f"{path!r} in {repo_url} is a DVC stage output with no recorded hash: "
+                        "run `dvc repro` there (and commit dvc.lock)")
+    if not dvc.get("md5"):
         raise UserError(f"{path!r} in {repo_url} is not tracked by DVC")
-    return md5
+    return dvc["md5"]
 
 
 def reads_workspace(repo_url: str, rev: str) -> bool:

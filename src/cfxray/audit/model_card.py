@@ -151,12 +151,16 @@ def _is_phantom(raw: Node | None) -> bool:
 
 def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
                search_roots: list[str | Path] | None = None) -> dict[str, Any]:
-    """The card's fields (Model Card Toolkit schema) for one Triton model version folder."""
+    """The card's fields (Model Card Toolkit schema) for one Triton model version folder
+    (also a staged one, before it is moved into the repository: the record's `model` and
+    `version` then name it)."""
     version_dir = Path(version_dir)
     if not (version_dir / LINEAGE_FILE).is_file():
         raise UserError(f"{version_dir} has no {LINEAGE_FILE}; export the model first")
-    model, version = version_dir.parent.name, version_dir.name
-    roots = [Path(p) for p in (search_roots or [])] + [version_dir.resolve().parents[1],
+    record = json.loads((version_dir / LINEAGE_FILE).read_text())
+    model = str(record.get("model") or version_dir.parent.name)
+    version = str(record.get("version") or version_dir.name)
+    roots = [Path(p) for p in (search_roots or [])] + [version_dir.resolve().parent.parent,
                                                         Path.cwd()]
     root = _Walker(roots).served(model, version, version_dir)
     roles = _by_role(root)
@@ -189,7 +193,6 @@ def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
             "owners": [{"name": o} for o in options.get("owners", DEFAULT_OWNERS)],
             "licenses": [{"identifier": options.get("license", _licence())}],
             "references": [{"reference": r} for r in options.get("references", [])],
-            "path": str(version_dir),
         },
         "model_parameters": {
             "model_architecture": arch,

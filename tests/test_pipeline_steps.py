@@ -12,7 +12,7 @@ import yaml
 
 from cfxray import pipeline_steps as steps
 from cfxray.errors import UserError
-from cfxray.lineage import dvc_md5_tree, read_lineage
+from cfxray.lineage import dvc_md5_tree, read_lineage, write_lineage
 
 
 def sh(repo: Path, *cmd: str) -> str:
@@ -201,8 +201,10 @@ def test_published_version_is_the_one_the_export_added(tmp_path):
     for name in ("classifier", "explain"):
         (repo / name / "2").mkdir()
     assert steps.published_version(before, steps.repository_versions(repo)) == 2
+    write_lineage(repo / "classifier" / "2", "onnx_model", inputs={}, params={})
     record = steps.write_publication(tmp_path / "published", repo, 2)
     assert record["models"] == {"classifier": str(repo.resolve() / "classifier" / "2"),
                                 "explain": str(repo.resolve() / "explain" / "2")}
+    assert record["sha256"] == {"classifier": read_lineage(repo / "classifier" / "2")["sha256"]}
     with pytest.raises(RuntimeError, match="exactly one version"):
         steps.published_version(steps.repository_versions(repo), steps.repository_versions(repo))

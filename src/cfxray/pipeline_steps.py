@@ -252,11 +252,15 @@ def published_version(before: dict[str, set[int]], after: dict[str, set[int]]) -
 
 
 def write_publication(out_dir: str | Path, model_repo: str | Path, version: int) -> dict[str, Any]:
-    """A small record of what was published where, kept as the export step's artifact."""
+    """A small record of what was published where (with each version folder's recorded
+    hash, the start of an audit), kept as the export step's artifact."""
     root = Path(model_repo).resolve()
     models = {name: str(root / name / str(version))
               for name, versions in repository_versions(root).items() if version in versions}
-    record = {"model_repository": str(root), "version": version, "models": models}
+    hashes = {name: read_lineage(path).get("sha256") for name, path in models.items()
+              if (Path(path) / LINEAGE_FILE).exists()}
+    record = {"model_repository": str(root), "version": version, "models": models,
+              "sha256": hashes}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / PUBLICATION_FILE).write_text(json.dumps(record, indent=2))

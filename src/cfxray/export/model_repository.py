@@ -20,7 +20,7 @@ from typing import Any
 
 from cfxray.errors import UserError
 from cfxray.export import pbtxt
-from cfxray.export.contract import MODEL_NAMES, MODEL_SPECS, ModelSpec
+from cfxray.export.contract import MODEL_NAMES, MODEL_SPECS, ModelSpec, TensorSpec
 
 CONFIG_FILE = "config.pbtxt"
 ONNX_FILE = "model.onnx"
@@ -29,7 +29,10 @@ INSTANCE_KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
 
 @dataclass(frozen=True)
 class ServingSettings:
-    """What Triton's scheduler does with the models (the `export` section of params.yaml)."""
+    """How Triton batches and places the models, and how clients fit images to them.
+
+    The `export` section of params.yaml; every field lands in each model's config.pbtxt.
+    """
 
     max_batch_size: int = 16
     preferred_batch_sizes: tuple[int, ...] = (4, 8, 16)
@@ -53,7 +56,7 @@ class ServingSettings:
 
 def production_config(spec: ModelSpec, size: int, settings: ServingSettings) -> dict[str, Any]:
     """The ONNX Runtime backend config of one model, as pbtxt-ready values."""
-    def tensors(specs):  # type: ignore[no-untyped-def]
+    def tensors(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
         return [{"name": t.name, "data_type": pbtxt.Enum(f"TYPE_{t.dtype}"),
                  "dims": list(t.resolved(size))} for t in specs]
 

@@ -36,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--evaluation", type=Path, default=None,
                    help="evaluation folder; publish only if its metrics.json has "
                         "gate_passed: true")
+    p.add_argument("--int8-calibration", type=Path, default=None, metavar="DATA_DIR",
+                   help="publish the generators as static int8 models calibrated on this "
+                        "prepared data folder's training split (refused unless SSIM >= 0.98 "
+                        "against fp32 on its validation images)")
     p.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     p.set_defaults(func=run)
 
@@ -70,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     paths, settings, atol = resolve(args)
     version, _ = export_repository(paths["classifier"], paths["generators"], paths["out"],
                                    version=args.version, evaluation_dir=args.evaluation,
-                                   settings=settings, atol=atol, params_file=args.params)
+                                   settings=settings, atol=atol, params_file=args.params,
+                                   int8_calibration=args.int8_calibration)
     print(f"published version {version} to {paths['out']}:")
     for name, info in repository_summary(paths["out"]).items():
         print(f"  {name}: versions {info['versions']}, {info['image_size']}px, "

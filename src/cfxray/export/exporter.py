@@ -112,8 +112,12 @@ def export_repository(
     atol: float = PARITY_ATOL,
     progress: Callable[[str], None] = print,
     params_file: str | Path = DEFAULT_PARAMS,
+    int8_calibration: str | Path | None = None,
 ) -> tuple[int, list[ParityReport]]:
-    """Export, verify and publish; `params_file` feeds the model cards (owners, licence)."""
+    """Export, verify and publish; `params_file` feeds the model cards (owners, licence).
+
+    With `int8_calibration` (a prepared data folder) both generators are published as static
+    int8 models, calibrated on its training split (`cfxray.export.quantize`)."""
     from cfxray.audit.model_card import write_model_card
     from cfxray.data.preprocess import RESIZE_MODES
     from cfxray.models.classifier import load_classifier
@@ -144,7 +148,7 @@ def export_repository(
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".cfxray-export-", dir=out.parent))
     try:
-        reports, staged = [], {}
+        reports, staged, int8 = [], {}, {}
         for name, module in wrappers.items():
             spec = MODEL_SPECS[name]
             batches = _parity_batches(size, stride, with_target=len(spec.inputs) > 1)
@@ -155,6 +159,11 @@ def export_repository(
             if not report.passed:
                 raise UserError("onnxruntime and PyTorch disagree, refusing to publish: "
                                 + report.describe())
+            if int8_calibration is not None and name in (GENERATOR_P2N, GENERATOR_N2P):
+                from cfxray.export.quantize import quantize_in_place
+
+                int8[name] = quantize_in_place(path, int8_calibration, size)
+                progress(f"  int8: worst SSIM vs fp32 {int8[name]['ssim_min']:.4f}")
             reports.append(report)
             staged[name] = path.parent
 
@@ -166,7 +175,8 @@ def export_repository(
                                   "generator_config": asdict(generators.config),
                                   "classifier_config": asdict(classifier.config)},
                           metrics={"parity_max_abs_diff": report.max_abs_diff,
-                                   "gate": _gate_summary(gate_metrics)},
+                                   "gate": _gate_summary(gate_metrics),
+                                   **({"int8": int8[name]} if name in int8 else {})},
                           extra={"model": name, "version": version})
             write_model_card(folder, params_file)  # seals its hashes into lineage.json
 

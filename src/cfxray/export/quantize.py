@@ -139,3 +139,40 @@ def quantize_checked(fp32_path: str | Path, out_path: str | Path, calibration: n
                         f"{report['ssim_min']:.4f} < {settings.min_ssim}; keep fp32 or "
                         "calibrate on more training images")
     return report
+
+
+CALIBRATION_COUNT = 32  # training images that fix the activation scales
+CHECK_COUNT = 16  # validation images the int8 model must reproduce (SSIM vs fp32)
+
+
+def served_images(data_dir: str | Path, split: str, size: int, count: int) -> np.ndarray:
+    """Up to `count` images of a prepared split, both classes interleaved, at the served size."""
+    from cfxray.data.tensors import load_split
+
+    data = load_split(data_dir, split)
+    if data.size != size:
+        raise UserError(f"{data_dir} holds {data.size}px images but the generators serve "
+                        f"{size}px; calibrate on the data the generators were trained on")
+    by_class = [data.images[data.labels == label] for label in (0, 1)]
+    picked = [im for pair in zip(*(c[: count // 2 + 1] for c in by_class), strict=False)
+              for im in pair][:count]
+    return np.stack([im.numpy() for im in picked]) if picked else data.images[:count].numpy()
+
+
+def quantize_in_place(onnx_path: str | Path, data_dir: str | Path, size: int,
+                      settings: QuantizationSettings | None = None) -> dict[str, float]:
+    """Replace an exported fp32 generator by its int8 version (the `--int8-calibration` path).
+
+    Calibrates on the prepared training split and accepts the result only if every checked
+    validation image keeps SSIM >= min_ssim against the fp32 output; the fp32 file stays
+    when the check fails (a UserError says why).
+    """
+    import os
+
+    onnx_path = Path(onnx_path)
+    calibration = served_images(data_dir, "train", size, CALIBRATION_COUNT)
+    check = served_images(data_dir, "val", size, CHECK_COUNT)
+    int8_path = onnx_path.with_name(onnx_path.stem + ".int8.onnx")
+    report = quantize_checked(onnx_path, int8_path, calibration, check, settings)
+    os.replace(int8_path, onnx_path)
+    return {**report, "calibration_images": len(calibration), "check_images": len(check)}

@@ -45,11 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     rep = subparsers.add_parser(
         "reproduce", help="re-run a published version's training and compare its metrics",
-        description="Re-run the training recorded in a version's lineage on the same data "
-                    "(hash checked) with the same parameters, and report how close the new "
-                    "metrics are to the recorded ones.")
-    rep.add_argument("--model-repo", default=DEFAULT_REPO)
-    rep.add_argument("--version", type=int, required=True)
+        description="Re-run the training (and evaluation) recorded in a version's lineage on "
+                    "the same inputs (hashes checked) with the same parameters, and report how "
+                    "close the new metrics are to the recorded ones.")
+    rep.add_argument("--model-repo", default=DEFAULT_REPO, help="Triton model repository")
+    rep.add_argument("--version", type=int, required=True, help="published version number")
     rep.add_argument("--model", default="classifier",
                      help="the served model whose chain names the training runs")
     rep.add_argument("--stage", nargs="+", default=["classifier"],
@@ -59,8 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rep.add_argument("--tolerance", type=float, default=0.02,
                      help="largest acceptable metric difference, absolute or relative to the "
                           "recorded value (exit 1 beyond it)")
-    rep.add_argument("--search", action="append", default=[], metavar="DIR")
-    rep.add_argument("--json", action="store_true")
+    rep.add_argument("--search", action="append", default=[], metavar="DIR",
+                     help="folder to look for recorded inputs under (see `cfxray audit`)")
+    rep.add_argument("--json", action="store_true", help="print the comparison as JSON")
     rep.set_defaults(func=run_reproduce)
 
 

@@ -75,6 +75,14 @@ def test_missing_record_is_named(project, capsys):
     assert "-> oracle" in out
 
 
+def test_any_artifact_can_be_audited(project, capsys):
+    code, out = audit(project, capsys, "--artifact", str(project.evaluation))
+    assert code == 0 and "audit passed" in out and "data/phantom" in out
+    with changed(project.prepared / "test.pt"):
+        code, out = audit(project, capsys, "--artifact", str(project.evaluation))
+    assert code == 1 and "-> data: " in out and "test.pt" in out
+
+
 def test_edited_record_is_caught_downstream(project, capsys):
     record_file = project.oracle / "lineage.json"
     record = json.loads(record_file.read_text())

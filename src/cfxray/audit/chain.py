@@ -445,6 +445,21 @@ def audit_repository(
     return Audit(roots=nodes, problems=walker.problems, warnings=walker.warnings)
 
 
+def audit_artifact(path: str | Path, search_roots: list[str | Path] | None = None) -> Audit:
+    """Audit any artifact's chain (an evaluation before export, a training run): the same
+    checks below it, without the served-version completeness rule."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"artifact not found: {path}")
+    walker = _Walker([Path(p) for p in (search_roots or [])] + [Path.cwd()])
+    walker.start()
+    node = Node(name=path.name, link=str(path), path=path)
+    walker.visit(node)
+    walker.check_consistent(node)
+    walker.check_code()
+    return Audit(roots=[node], problems=walker.problems, warnings=walker.warnings)
+
+
 def _probe(walker: _Walker, node: Node, url: str, model: str, version: int) -> None:
     """Compare the served model's answers with the recorded ONNX file's (see triton.py)."""
     from cfxray.audit.triton import probe_served_model

@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     audit.add_argument("--search", action="append", default=[], metavar="DIR",
                        help="folder to look for recorded inputs under when their recorded "
                             "absolute path does not exist (records made in a container)")
+    audit.add_argument("--artifact", metavar="DIR",
+                       help="audit the chain below any artifact folder instead (an evaluation "
+                            "before export, a training run)")
     audit.add_argument("--diff", nargs=2, metavar=("A", "B"),
                        help="show what changed (data, code, params, metrics) between two "
                             "versions: numbers in --model-repo or version folders")
@@ -66,12 +69,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from cfxray.audit.chain import audit_repository, audit_served
+    from cfxray.audit.chain import audit_artifact, audit_repository, audit_served
     from cfxray.audit.render import render_tree
 
     if args.diff:
         return _run_diff(args)
-    if args.url:
+    if args.artifact:
+        audit = audit_artifact(args.artifact, args.search)
+    elif args.url:
         audit = audit_served(args.url, args.model_repo, args.model, args.version, args.search,
                              probe=args.probe)
     else:
@@ -79,7 +84,7 @@ def run_audit(args: argparse.Namespace) -> int:
     print(json.dumps(audit.to_dict(), indent=2) if args.json else render_tree(audit))
     if not audit.ok:
         return 1
-    if args.write_card:
+    if args.write_card and not args.artifact:
         from cfxray.audit.model_card import write_model_card
 
         for root in audit.roots:

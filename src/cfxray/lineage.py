@@ -25,7 +25,7 @@ TRACKED_PACKAGES = ("cfxray", "torch", "torchvision", "numpy", "onnx", "onnxrunt
 # not its content: they are left out of its hash and their own hashes go into the record.
 DOCUMENT_FILES = ("model_card.json", "model_card.md", "model_card.html")
 # Up to this many files, a record lists each file's hash so an audit can name the one changed.
-MAX_LISTED_FILES = 5000
+MAX_LISTED_FILES = 20000
 _CHUNK = 1 << 20
 
 

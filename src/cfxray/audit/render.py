@@ -71,7 +71,8 @@ def render_tree(audit: Audit) -> str:
     for warning in audit.warnings:
         lines.append(f"warning: {warning}")
     if audit.ok:
-        lines.append(f"audit passed: {len(audit.nodes())} artifacts, every hash recomputed "
+        distinct = len({node.path.resolve() for node in audit.nodes()})
+        lines.append(f"audit passed: {distinct} artifacts, every hash recomputed "
                      "and matching its record")
     else:
         lines.append(f"audit FAILED: {len(audit.problems)} broken link(s)")

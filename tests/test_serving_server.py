@@ -227,10 +227,17 @@ def test_explain_command_over_http_and_grpc(triton_server, tmp_path, capsys):
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "g" / f"{images[0].stem}.json").read_text())["model_version"] == "1"
 
+    # An unreadable file is named and skipped; the others are still explained (exit 2).
     (tmp_path / "notes.png").write_text("not an image")
+    mixed = tmp_path / "mixed"
+    assert main(["explain", str(tmp_path / "notes.png"), str(images[0]), "--url",
+                 triton_server.endpoints["http"], "--out", str(mixed)]) == 2
+    captured = capsys.readouterr()
+    assert "skipped notes.png: not an image" in captured.err
+    assert (mixed / f"{images[0].stem}.json").exists() and not (mixed / "notes.json").exists()
     assert main(["explain", str(tmp_path / "notes.png"), "--url",
-                 triton_server.endpoints["http"], "--out", str(out)]) == 2
-    assert "not an image" in capsys.readouterr().err
+                 triton_server.endpoints["http"], "--out", str(mixed)]) == 2
+    assert "no image could be read" in capsys.readouterr().err
 
 
 def _descendants(pid: int) -> set[int]:

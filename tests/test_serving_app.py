@@ -125,8 +125,9 @@ def test_page_rejects_a_non_image_and_an_oversized_upload(browser, page_url, ima
     assert "upload limit" in status and f"{LIMIT_MB:g} MB" in status
 
 
-def test_page_callbacks_without_a_browser(triton_server, images):
-    page = ExplainPage(triton_server.endpoints["http"], "http", LIMIT_MB)
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_page_callbacks_without_a_browser(triton_server, images, protocol):
+    page = ExplainPage(triton_server.endpoints[protocol], protocol, LIMIT_MB)
     assert page.explain(None, "auto")[0].startswith("Upload")
     assert "not an image" in page.explain(str(images["report"]), "auto")[0]
     assert "upload limit" in page.explain(str(images["huge"]), "auto")[0]

@@ -85,11 +85,23 @@ class Timing:
                 "repeats": self.repeats}
 
 
+HEAVY_CALL_S = 3.0  # a warm-up call slower than this: two timed calls are enough
+
+
 def measure(fn: Callable[[], object], min_repeats: int, min_seconds: float,
             warmup: int = 1, max_repeats: int = 50) -> Timing:
-    """Median wall time of `fn()` over at least `min_repeats` calls and `min_seconds`."""
+    """Median wall time of `fn()` over at least `min_repeats` calls and `min_seconds`.
+
+    Calls of several seconds vary little relative to their length, so they get at most two
+    timed repeats: that keeps the full-size generator's batches inside `make bench`'s budget.
+    """
+    warm_s = 0.0
     for _ in range(warmup):
+        t0 = time.perf_counter()
         fn()
+        warm_s = time.perf_counter() - t0
+    if warm_s > HEAVY_CALL_S:
+        min_repeats, min_seconds = min(min_repeats, 2), 0.0
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < max_repeats and (len(times) < min_repeats

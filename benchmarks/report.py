@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -150,3 +154,28 @@ def markdown(results: dict[str, Any]) -> str:
         elif section is not None:
             parts.append(render(results))
     return "\n\n".join(parts) + "\n"
+
+
+def readme_block(results: dict[str, Any]) -> str:
+    """The summary the README shows: the machine, its peak and the target verdicts."""
+    m, peak = results["machine"], results["peak"]
+    return "\n".join([
+        README_START,
+        f"Measured {results['run']['started_utc']} UTC on {m['cpu_model']} "
+        f"({m['usable_cpus']} CPUs, fp32 matmul peak {peak['gflops']:.0f} GFLOP/s, "
+        f"GPU: {m['gpu']['name'] if m.get('gpu') else 'none'}); every table in "
+        "[benchmarks/results/RESULTS.md](benchmarks/results/RESULTS.md).", "",
+        targets_section(results.get("targets", [])).split("\n", 1)[1],
+        README_END])
+
+
+def update_readme(results: dict[str, Any], readme: Path) -> bool:
+    """Replace the README's marked benchmark block; False when it has no markers."""
+    if not readme.exists():
+        return False
+    text = readme.read_text()
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.DOTALL)
+    if not pattern.search(text):
+        return False
+    readme.write_text(pattern.sub(lambda _: readme_block(results), text, count=1))
+    return True

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import Profile, rounded, xray_images
-from benchmarks.models import onnx_generator, ort_session
+from benchmarks.models import onnx_generator
 
 BATCHED, UNBATCHED = "generator_p2n", "generator_n2p"
 
@@ -137,6 +137,19 @@ def triton_call(protocol: str, url: str, model: str) -> Callable[[int], Callable
     return make
 
 
+def server_like_session(path: Path, settings: Any) -> Any:
+    """An onnxruntime session with the options the served model gets (its `model.py`):
+    intra-op threads from the config, one inter-op thread, onnxruntime's default graph
+    optimisation. Same model, same options: the difference is what serving costs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.inter_op_num_threads = 1
+    if settings.intra_op_threads > 0:
+        options.intra_op_num_threads = settings.intra_op_threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def ort_call(session: Any) -> Callable[[int], Callable[[np.ndarray], object]]:
     def make(_: int) -> Callable[[np.ndarray], object]:
         return lambda batch: session.run(["COUNTERFACTUAL"], {"IMAGE": batch})
@@ -217,7 +230,7 @@ def run(profile: Profile, threads: int, workdir: Path) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         onnx_path = onnx_generator(workdir, ngf, blocks)
-        session = ort_session(onnx_path, threads)
+        session = server_like_session(onnx_path, settings)
         result["in_process"] = [closed_loop(ort_call(session), images, c, profile.serving_seconds)
                                 for c in profile.concurrency]
         del session

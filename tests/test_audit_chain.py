@@ -46,13 +46,15 @@ def test_clean_chain_passes_and_reaches_raw_data_with_dvc_hash(project, capsys):
 
 
 def test_flipped_byte_in_served_model_names_that_model(project, capsys):
+    graph = project.root.parent / "broken.png"
     with changed(project.repo / "classifier" / "1" / "model.onnx"):
-        code, out = audit(project, capsys, "--version", "1")
+        code, out = audit(project, capsys, "--version", "1", "--graph", str(graph))
     assert code == 1
     broken = [line for line in out.splitlines() if line.startswith("  broken:")]
     assert len(broken) == 1, out
     assert "classifier/1" in broken[0] and "model.onnx" in broken[0]
     assert "served model version changed" in broken[0]
+    assert graph.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the chain drawn, broken box red
 
 
 def test_changed_dataset_file_breaks_the_raw_data_link(project, capsys):

@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     audit.add_argument("--diff", nargs=2, metavar=("A", "B"),
                        help="show what changed (data, code, params, metrics) between two "
                             "versions: numbers in --model-repo or version folders")
+    audit.add_argument("--graph", metavar="PNG",
+                       help="also draw the chain as a picture (broken artifacts in red)")
     audit.add_argument("--write-card", action="store_true",
                        help="after a passing audit, (re)write each version's model card")
     audit.add_argument("--params", default="params.yaml",
@@ -82,6 +84,12 @@ def run_audit(args: argparse.Namespace) -> int:
     else:
         audit = audit_repository(args.model_repo, args.model, args.version, args.search)
     print(json.dumps(audit.to_dict(), indent=2) if args.json else render_tree(audit))
+    if args.graph:
+        from cfxray.audit.graph import draw_chain
+
+        path = draw_chain(audit, args.graph)
+        if not args.json:
+            print(f"lineage graph: {path}")
     if not audit.ok:
         return 1
     if args.write_card and not args.artifact:

@@ -311,14 +311,14 @@ class _Walker:
     def follow(self, parent: Node, name: str, entry: dict[str, Any]) -> Node | None:
         link = f"{parent.link} -> {name}"
         self._edges.append((name, str(entry.get("sha256")), link))
-        recorded_path = str(entry.get("path", ""))
-        path = self.locate(recorded_path)
+        recorded_path = str(entry.get("path") or "")
+        path = self.locate(recorded_path) if recorded_path else None
         if path is None:
             if parent.role == "raw":  # an ingested source folder may be gone; data is kept
                 self.warnings.append(f"{link}: source {recorded_path} no longer exists")
                 return None
-            node = Node(name=name, link=link, path=Path(recorded_path))
-            self.fail(node, link, f"input not found: {recorded_path}")
+            node = Node(name=name, link=link, path=Path(recorded_path or name))
+            self.fail(node, link, f"input not found: {recorded_path or '(no path recorded)'}")
             return node
         node = Node(name=name, link=link, path=path)
         now = self.hash_of(path)

@@ -77,14 +77,27 @@ def test_run_params_merges_override_files_then_sets(tmp_path):
 
 
 def test_gpu_512_profile_only_sets_known_parameters():
-    """The documented 512 px profile must not drift from params.yaml's keys."""
+    """The documented 512 px profile must not drift from what the steps accept."""
+    from dataclasses import fields
+
+    from cfxray.train.configs import ClassifierTrainConfig
+    from cfxray.train.cyclegan_config import CycleGANTrainConfig
+
     profile = yaml.safe_load((ROOT / "pipelines" / "params-gpu-512.yaml").read_text())
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    accepted = {
+        "preprocess": set(params["preprocess"]),
+        "train_classifier": {f.name for f in fields(ClassifierTrainConfig)},
+        "train_oracle": {f.name for f in fields(ClassifierTrainConfig)},
+        "train_cyclegan": {f.name for f in fields(CycleGANTrainConfig)},
+        "evaluate": set(params["evaluate"]),
+    }
+    assert set(profile) <= set(accepted)
     for stage, values in profile.items():
-        assert stage in params, stage
-        unknown = set(values) - set(params[stage])
-        assert not unknown, f"{stage}: {sorted(unknown)} not in params.yaml"
+        unknown = set(values) - accepted[stage]
+        assert not unknown, f"{stage}: {sorted(unknown)} are not parameters of that step"
     assert profile["preprocess"]["size"] == 512
+    assert (profile["train_cyclegan"]["ngf"], profile["train_cyclegan"]["n_blocks"]) == (64, 9)
 
 
 def test_remote_url_detection():

@@ -48,16 +48,21 @@ OUT_OF_SCOPE_USES = (
 )
 ETHICS = (
     ("Risk of being mistaken for a diagnostic tool",
-     "Cards, API and UI state research use only; no clinical claims are made."),
+     "This card limits use to research; keep the model out of clinical workflows and label any "
+     "interface built on it accordingly."),
     ("Counterfactual images look like real radiographs and could mislead",
-     "Counterfactuals are shown beside the original and the difference map, labelled synthetic, "
-     "and never stored as patient images."),
+     "Show a counterfactual only beside its original and the difference map, label it "
+     "synthetic, and never store it as a patient image."),
     ("Dataset bias (site, device, age, sex) can be learnt as a shortcut",
      "Counterfactual difference maps are meant to expose such shortcuts; evaluate per subgroup "
      "before drawing conclusions."),
-    ("Patient privacy",
-     "Training data must be de-identified; the phantom data contains no patient information."),
 )
+PRIVACY = {
+    True: ("Patient privacy", "The phantom training data is synthetic and holds no patient "
+                              "information."),
+    False: ("Patient privacy", "Training images must be de-identified before ingest; the model "
+                               "and its counterfactuals can echo training images."),
+}
 
 
 def _by_role(root: Node) -> dict[str, Node]:
@@ -217,7 +222,8 @@ def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
             "use_cases": [{"description": u} for u in INTENDED_USES],
             "out_of_scope_uses": [{"description": u} for u in OUT_OF_SCOPE_USES],
             "limitations": [{"description": lim} for lim in limitations],
-            "ethical_considerations": [{"name": n, "mitigation_strategy": m} for n, m in ETHICS],
+            "ethical_considerations": [{"name": n, "mitigation_strategy": m}
+                                       for n, m in (*ETHICS, PRIVACY[_is_phantom(raw)])],
         },
     }
     return card

@@ -112,13 +112,31 @@ def render_diff(diff: VersionDiff) -> str:
             lines.append(f"{section}: unchanged")
             continue
         lines.append(f"{section}:")
-        for key, va, vb in rows:
-            delta = ""
-            if isinstance(va, int | float) and isinstance(vb, int | float) and \
-                    not isinstance(va, bool) and not isinstance(vb, bool):
-                delta = f"  ({vb - va:+.4g})"
-            lines.append(f"  {key}: {_format(va)} -> {_format(vb)}{delta}")
+        lines.extend(f"  {line}" for line in _change_lines(rows))
     return "\n".join(lines)
+
+
+_CI = ("_ci_low", "_ci_high")
+
+
+def _change_lines(rows: list[tuple[str, Any, Any]]) -> list[str]:
+    """One line per change; a metric's interval rides on its estimate's line."""
+    by_key = {key: (va, vb) for key, va, vb in rows}
+    lines = []
+    for key, va, vb in rows:
+        if key.endswith(_CI) and key.removesuffix("_ci_low").removesuffix("_ci_high") in by_key:
+            continue
+        ci = [by_key.get(f"{key}{suffix}") for suffix in _CI]
+        text_a, text_b = _format(va), _format(vb)
+        if all(ci):
+            text_a += f" [{_format(ci[0][0])}, {_format(ci[1][0])}]"
+            text_b += f" [{_format(ci[0][1])}, {_format(ci[1][1])}]"
+        delta = ""
+        if isinstance(va, int | float) and isinstance(vb, int | float) and \
+                not isinstance(va, bool) and not isinstance(vb, bool):
+            delta = f"  ({vb - va:+.4g})"
+        lines.append(f"{key}: {text_a} -> {text_b}{delta}")
+    return lines
 
 
 def _version_dir(spec: str, repo: Path | None, model: str | None) -> tuple[str, Path]:

@@ -96,6 +96,15 @@ def test_onnxruntime_matches_pytorch(serving_repo, shape):
         assert report.passed, report.describe()
 
 
+def test_classifier_takes_any_image_size(serving_repo):
+    """It resizes inside its graph, so height and width need not be multiples of 4."""
+    wrappers = _pytorch_wrappers(serving_repo)
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 37, 45), np.uint8))
+    report = check_parity(serving_repo / c.CLASSIFIER / "1" / "model.onnx",
+                          wrappers[c.CLASSIFIER], c.MODEL_SPECS[c.CLASSIFIER], [(images,)])
+    assert report.passed, report.describe()
+
+
 def test_explain_graph_semantics(serving_repo):
     """auto flips the predicted class, 0/1 are obeyed, the difference is cf - original."""
     session = onnx_session(serving_repo / c.EXPLAIN / "1" / "model.onnx")

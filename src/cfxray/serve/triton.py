@@ -91,7 +91,9 @@ def server_environment(dist: Path) -> dict[str, str]:
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """No one listens there. SO_REUSEADDR, as servers set it, ignores TIME_WAIT leftovers."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -115,7 +117,11 @@ def free_ports(count: int = 3, host: str = LOOPBACK) -> list[int]:
 
 
 def _die_with_parent() -> None:
-    """Run in the child: have the kernel SIGTERM the server if its launcher dies."""
+    """Run in the child: have the kernel SIGTERM the server if its launcher dies.
+
+    The kernel ties this to the launching *thread*: start servers from a thread that lives
+    as long as they should (the main thread, as `cfxray serve` and the tests do).
+    """
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 

@@ -120,6 +120,18 @@ def test_diff_of_two_versions_shows_classifier_params_and_metrics(project, capsy
     assert "generators: sha256" in data  # a CycleGAN per classifier
     assert not diff["broken"]
 
+    cfxray("audit", "--model-repo", project.repo, "--model", "classifier", "--diff", "1", "2")
+    text = capsys.readouterr().out
+    assert "  classifier: lr: 0.002 -> 0.01  (+0.008)" in text and "code: unchanged" in text
+    changed_estimates = [k for k in evals[0] if not k.endswith(("_ci_low", "_ci_high"))
+                         and evals[0][k] != evals[1][k] and f"{k}_ci_low" in evals[0]
+                         and evals[0][f"{k}_ci_low"] != evals[1][f"{k}_ci_low"]
+                         and evals[0][f"{k}_ci_high"] != evals[1][f"{k}_ci_high"]]
+    for key in changed_estimates:  # each interval shown beside its estimate, not on its own
+        assert f"evaluation: {key}_ci_low:" not in text
+        assert any(line.startswith(f"  evaluation: {key}: ") and line.count("[") == 2
+                   for line in text.splitlines())
+
 
 def test_model_card_written_from_chain_and_sealed(project, capsys):
     version = project.repo / "classifier" / "1"

@@ -167,3 +167,31 @@ def test_bad_generator_settings_are_refused():
         build_generator(GeneratorConfig(variant="unet"))
     with pytest.raises(UserError, match="divisible"):
         build_generator(GeneratorConfig(image_size=30, n_downsampling=2))
+
+
+def test_cycle_noise_perturbs_only_the_way_back():
+    gens, _, _ = _models()
+    x, y = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        clean = gens(x, y, identity=False)
+        noisy = gens(x, y, identity=False, cycle_noise=0.2)
+    assert torch.equal(clean["fake_p"], noisy["fake_p"])
+    assert torch.equal(clean["fake_n"], noisy["fake_n"])
+    assert not torch.allclose(clean["rec_n"], noisy["rec_n"])
+
+
+def test_pneumonia_cycle_weight_scales_only_the_p_n_p_cycle():
+    gens, discs, classifier = _models()
+    x, y = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+
+    def cycle_term(scale: float) -> float:
+        opt = torch.optim.Adam(gens.parameters())
+        step = CycleGANStep(gens, discs, classifier, LossConfig(cycle_p_scale=scale), opt, opt,
+                            ImagePool(0), ImagePool(0))
+        with torch.no_grad():
+            _, terms, out = step.generator_loss(x, y)
+        assert float(terms["cycle"]) == pytest.approx(
+            float((out["rec_n"] - x).abs().mean() + scale * (out["rec_p"] - y).abs().mean()))
+        return float(terms["cycle"])
+
+    assert cycle_term(0.0) < cycle_term(0.5) < cycle_term(1.0)

@@ -2,12 +2,19 @@
 
 L = w_adv * (L_GAN(G, D_P) + L_GAN(F, D_N)) + lambda * L_cycle + mu * L_identity
     + gamma * L_counter + w_sparsity * L_sparsity
+L_cycle = |F(G(x)) - x| + s_P * |G(F(y)) - y|
 
 G = n2p (NORMAL -> PNEUMONIA), F = p2n. L_GAN is least squares (LSGAN). L_counter pushes the
 frozen classifier C towards the one-hot TARGET class of each direction, (0, 1) for G and
 (1, 0) for F, with C seeing the generator output exactly as it sees any image (C maps [0, 1]
 images to logits itself). L_sparsity is the mean absolute change a generator makes: it keeps
 counterfactuals minimal, so the difference map shows what C needs changed and no more.
+
+s_P (`cycle_p_scale`; 1 in the published objective) weighs the PNEUMONIA -> NORMAL ->
+PNEUMONIA cycle. A lesion-free counterfactual carries no information on where the lesions
+were, so a strong cycle there can only be met by leaving a faint or encoded lesion behind
+(measured: bright dashes in the lungs that G decodes back into the lesion). The NORMAL ->
+PNEUMONIA -> NORMAL cycle has no such conflict.
 
 Both discriminators learn from real images and from fakes replayed from a history pool each.
 """
@@ -37,18 +44,20 @@ LOSS_KEYS = ("adv", "cycle", "identity", "counter", "sparsity", "g_total", "d_p"
 class LossConfig:
     adversarial: float = 1.0
     lambda_cycle: float = 10.0
+    cycle_p_scale: float = 1.0
     mu_identity: float = 5.0
     gamma_counter: float = 1.0
     counter_form: str = "mse"
     counter_margin: float = 2.0
     sparsity: float = 0.0
+    cycle_noise: float = 0.0
 
     def validate(self) -> None:
         if self.counter_form not in COUNTER_FORMS:
             raise UserError(f"unknown counterfactual loss form {self.counter_form!r}; "
                             f"choose one of {COUNTER_FORMS}")
-        weights = (self.adversarial, self.lambda_cycle, self.mu_identity, self.gamma_counter,
-                   self.sparsity, self.counter_margin)
+        weights = (self.adversarial, self.lambda_cycle, self.cycle_p_scale, self.mu_identity, self.gamma_counter,
+                   self.sparsity, self.counter_margin, self.cycle_noise)
         if min(weights) < 0:
             raise UserError("loss weights and the margin must be non-negative")
 
@@ -126,12 +135,19 @@ class GeneratorPair(nn.Module):
         super().__init__()
         self.n2p, self.p2n = n2p, p2n
 
-    def forward(self, x_n: torch.Tensor, y_p: torch.Tensor,
-                identity: bool = True) -> dict[str, torch.Tensor]:
+    def forward(self, x_n: torch.Tensor, y_p: torch.Tensor, identity: bool = True,
+                cycle_noise: float = 0.0) -> dict[str, torch.Tensor]:
+        """All generator outputs of a step. `cycle_noise` (std, in [0, 1] units) is added to the
+        fakes on their way back through the cycle only: a generator can then no longer hide
+        the source image in faint patterns (CycleGAN steganography) to pass the cycle loss."""
         fake_p = self.n2p(x_n)
         fake_n = self.p2n(y_p)
+        back_p, back_n = fake_p, fake_n
+        if cycle_noise > 0:
+            back_p = fake_p + cycle_noise * torch.randn_like(fake_p)
+            back_n = fake_n + cycle_noise * torch.randn_like(fake_n)
         out = {"fake_p": fake_p, "fake_n": fake_n,
-               "rec_n": self.p2n(fake_p), "rec_p": self.n2p(fake_n)}
+               "rec_n": self.p2n(back_p), "rec_p": self.n2p(back_n)}
         if identity:
             out["idt_p"] = self.n2p(y_p)
             out["idt_n"] = self.p2n(x_n)
@@ -183,10 +199,11 @@ class CycleGANStep:
                        y_p: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
         w = self.losses
         discs = unwrap(self.discs)
-        out = self.gens(x_n, y_p, identity=w.mu_identity > 0)
+        out = self.gens(x_n, y_p, identity=w.mu_identity > 0, cycle_noise=w.cycle_noise)
         fake_p, fake_n = out["fake_p"], out["fake_n"]
         adv = lsgan_loss(discs.d_p(fake_p), True) + lsgan_loss(discs.d_n(fake_n), True)
-        cycle = nnf.l1_loss(out["rec_n"], x_n) + nnf.l1_loss(out["rec_p"], y_p)
+        cycle = (nnf.l1_loss(out["rec_n"], x_n)
+                 + w.cycle_p_scale * nnf.l1_loss(out["rec_p"], y_p))
         zero = adv.new_zeros(())
         identity = (nnf.l1_loss(out["idt_p"], y_p) + nnf.l1_loss(out["idt_n"], x_n)
                     if w.mu_identity > 0 else zero)

@@ -14,8 +14,8 @@ from typing import Any
 OPERATIONAL = frozenset({"checkpoint_every", "log_every", "eval_batch_size", "device",
                          "max_steps", "sample_count"})
 GENERATOR_KEYS = ("ngf", "n_blocks", "n_downsampling", "variant", "upsampling")
-LOSS_KEYS = ("adversarial", "lambda_cycle", "mu_identity", "gamma_counter", "counter_form",
-             "counter_margin", "sparsity")
+LOSS_KEYS = ("adversarial", "lambda_cycle", "cycle_p_scale", "mu_identity", "gamma_counter", "counter_form",
+             "counter_margin", "sparsity", "cycle_noise")
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,13 @@ class CycleGANTrainConfig:
     # Objective (cfxray.models.cyclegan.LossConfig).
     adversarial: float = 1.0
     lambda_cycle: float = 10.0
+    cycle_p_scale: float = 1.0  # weight of the P->N->P cycle relative to N->P->N
     mu_identity: float = 5.0
     gamma_counter: float = 1.0
     counter_form: str = "mse"  # mse | margin | logloss
     counter_margin: float = 2.0
-    sparsity: float = 0.0
+    sparsity: float = 0.0  # weight of the mean absolute change: keeps counterfactuals minimal
+    cycle_noise: float = 0.0  # noise std on fakes entering the cycle, against steganography
     # Optimisation.
     epochs: int = 10
     decay_epochs: int = 5  # the last epochs, over which the learning rate falls linearly to 0

@@ -161,7 +161,7 @@ def val_row(summary: dict[str, Any]) -> dict[str, float]:
     """The few validation numbers worth a column in the per-epoch log."""
     row: dict[str, float] = {}
     for direction, values in summary.items():
-        for key in ("validity", "ssim", "oracle_validity", "change_in_mask"):
+        for key in ("validity", "oracle_validity", "ssim", "lesion_removal", "change_in_mask"):
             value = values.get(key)
             if value is not None:
                 row[f"val_{key}_{direction}"] = float(value)

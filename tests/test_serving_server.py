@@ -310,3 +310,27 @@ def test_serve_refuses_busy_ports_and_missing_repository(triton_server, tmp_path
     assert "ports in use" in capsys.readouterr().err
     assert main(["serve", "--model-repo", str(tmp_path / "nothing")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def _load_benchmark():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serving_load.py"
+    spec = importlib.util.spec_from_file_location("serving_load", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_load_benchmark_counts_every_request(triton_server, protocol):
+    """The benchmark's bookkeeping on a short run (its numbers are not asserted)."""
+    bench = _load_benchmark()
+    summary = bench.run_load(triton_server.endpoints[protocol], protocol, requests=24,
+                             concurrency=4, batch=2, max_seconds=120)
+    assert summary["requests_ok"] == 24 and summary["requests_failed"] == 0
+    assert summary["requests_not_sent"] == 0
+    assert summary["latency_ms_p50"] <= summary["latency_ms_p99"] <= summary["latency_ms_max"]
+    bench.require_loopback(triton_server.endpoints[protocol])
+    with pytest.raises(SystemExit, match="only targets loopback"):
+        bench.require_loopback("10.1.2.3:8000")

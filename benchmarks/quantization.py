@@ -57,7 +57,7 @@ def run(profile: Profile, threads: int, workdir: Path) -> dict[str, Any]:
     return {"rows": rows, "calibration_images": len(calibration), "check_images": len(check),
             "settings": {"calibration_method": settings.calibration_method,
                          "percentile": settings.percentile, "per_channel": settings.per_channel,
-                         "float_ends": settings.float_ends, "format": "QDQ, Conv only, "
+                         "scope": settings.scope, "format": "QDQ, Conv only, "
                          "activations uint8, weights int8"},
             "notes": ["served as `cfxray export --int8-calibration DATA_DIR` (generators only; "
                       "the explain graph stays fp32)"]}

@@ -110,8 +110,8 @@ def quantization_section(r: dict[str, Any]) -> str:
         "## int8 quantization (onnxruntime static, CPU)",
         f"Calibrated on {q['calibration_images']} phantom training images, checked on "
         f"{q['check_images']} others; {st['format']}; {st['calibration_method']} calibration "
-        f"({st['percentile']}), per-channel weights {st['per_channel']}, first/last conv in "
-        f"float {st['float_ends']}.", "",
+        f"({st['percentile']}), per-channel weights {st['per_channel']}, quantized "
+        f"convolutions: {st['scope']} (trunk: the residual blocks; the rest stays fp32).", "",
         table(("variant", "model", "px", "batch", "fp32 ms/image", "int8 ms/image", "speedup",
                "SSIM min", "SSIM mean", "MB"), rows), *[f"\n{n}" for n in q["notes"]]])
 

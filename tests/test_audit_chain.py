@@ -148,8 +148,9 @@ def test_model_card_written_from_chain_and_sealed(project, capsys):
     counterfactual = md[md.index("## Counterfactual quality"):md.index("## Release gate")]
     assert "n2p/validity" in counterfactual and "p2n/ssim" in counterfactual
     assert "classifier/auc" not in counterfactual and "<table>" in html
-    assert html.count("src='data:image/png;base64,") == len(list(
-        project.evaluation.glob("*.png"))) > 0  # the evaluation's figures, embedded
+    figures = list(project.evaluation.glob("*.png"))  # the evaluation's, and the lineage
+    assert figures and html.count("src='data:image/png;base64,") == len(figures) + 1
+    assert "<h2>Lineage</h2>" in html
     raw_sha = json.loads((project.raw / "lineage.json").read_text())["sha256"]
     assert raw_sha in md
     assert card["quantitative_analysis"]["counterfactual_quality"]

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from cfxray.audit.chain import Node, _Walker
+from cfxray.audit.chain import Audit, Node, _Walker
 from cfxray.audit.metrics_table import MetricRow, metric_rows
 from cfxray.conventions import LINEAGE_FILE
 from cfxray.errors import UserError
@@ -159,7 +159,10 @@ def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
     """The card's fields (Model Card Toolkit schema) for one Triton model version folder
     (also a staged one, before it is moved into the repository: the record's `model` and
     `version` then name it)."""
-    version_dir = Path(version_dir)
+    return _card(_walk_version(Path(version_dir), search_roots).roots[0], params_file)
+
+
+def _walk_version(version_dir: Path, search_roots: list[str | Path] | None) -> Audit:
     if not (version_dir / LINEAGE_FILE).is_file():
         raise UserError(f"{version_dir} has no {LINEAGE_FILE}; export the model first")
     record = json.loads((version_dir / LINEAGE_FILE).read_text())
@@ -167,7 +170,13 @@ def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
     version = str(record.get("version") or version_dir.name)
     roots = [Path(p) for p in (search_roots or [])] + [version_dir.resolve().parent.parent,
                                                         Path.cwd()]
-    root = _Walker(roots).served(model, version, version_dir)
+    walker = _Walker(roots)
+    root = walker.served(model, version, version_dir)
+    return Audit(roots=[root], problems=walker.problems, warnings=walker.warnings)
+
+
+def _card(root: Node, params_file: str | Path) -> dict[str, Any]:
+    model, version = root.name.split("/", 1)
     roles = _by_role(root)
     export = root.record or {}
     options = section("model_card", params_file)
@@ -364,7 +373,8 @@ def _embedded(graphic: dict[str, Any]) -> str:
             f"src='data:image/png;base64,{data}'><figcaption>{name}</figcaption></figure>")
 
 
-def render_html(card: dict[str, Any]) -> str:
+def render_html(card: dict[str, Any], lineage_png: bytes | None = None) -> str:
+    """The card as one self-contained page; `lineage_png` (the drawn chain) is embedded."""
     d = card["model_details"]
     e = html.escape
     title = e(f"Model card: {d['name']} version {d['version']['name']}")
@@ -382,6 +392,11 @@ def render_html(card: dict[str, Any]) -> str:
     graphics = card["quantitative_analysis"].get("graphics") or []
     if graphics:
         body.append("<h2>Evaluation figures</h2>" + "".join(_embedded(g) for g in graphics))
+    if lineage_png:
+        data = base64.b64encode(lineage_png).decode()
+        body.append("<h2>Lineage</h2><figure><img alt='lineage' style='max-width:100%' "
+                    f"src='data:image/png;base64,{data}'><figcaption>artifacts this version "
+                    "was made from, served version on top</figcaption></figure>")
     style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}"
              "table{border-collapse:collapse}td,th{border:1px solid #999;padding:.2em .6em}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
@@ -392,12 +407,19 @@ def write_model_card(version_dir: str | Path, params_file: str | Path = "params.
                      search_roots: list[str | Path] | None = None) -> dict[str, Path]:
     """Write model_card.{json,md,html} into a version folder whose lineage.json is written,
     and seal their hashes into that record. Call it after `write_lineage` in export."""
+    import tempfile
+
+    from cfxray.audit.graph import draw_chain
+
     version_dir = Path(version_dir)
-    card = build_card(version_dir, params_file, search_roots)
+    audit = _walk_version(version_dir, search_roots)
+    card = _card(audit.roots[0], params_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        lineage_png = draw_chain(audit, Path(tmp) / "lineage.png").read_bytes()
     paths = {"json": version_dir / "model_card.json", "md": version_dir / "model_card.md",
              "html": version_dir / "model_card.html"}
     paths["json"].write_text(json.dumps(card, indent=2, default=str))
     paths["md"].write_text(render_markdown(card))
-    paths["html"].write_text(render_html(card))
+    paths["html"].write_text(render_html(card, lineage_png))
     record_documents(version_dir)
     return paths

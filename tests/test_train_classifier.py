@@ -22,7 +22,7 @@ from cfxray.train.configs import ClassifierTrainConfig
 
 torch.set_num_threads(1)
 
-FAST = ClassifierTrainConfig(arch="smallcnn", epochs=3, batch_size=16, lr=3e-3,
+FAST = ClassifierTrainConfig(arch="smallcnn", epochs=3, batch_size=16, lr=3e-3, ema_decay=0.8,
                              checkpoint_every=4, log_every=2)
 
 
@@ -213,3 +213,18 @@ def test_init_weights_adapts_an_rgb_torchvision_state_dict(tmp_path):
     assert torch.equal(model.net.layer1[0].conv1.weight, rgb.layer1[0].conv1.weight)
     with pytest.raises(UserError, match="no weights for a smallcnn"):
         load_weights_file(build_classifier(ClassifierConfig(arch="smallcnn")), path)
+
+
+def test_weight_ema_averages_floats_and_copies_counters():
+    from cfxray.train.loop_utils import WeightEMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightEMA(model, decay=0.75)
+    before = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(4.0)
+    model(torch.randn(8, 2))  # BatchNorm counts a batch
+    ema.update(model)
+    assert torch.allclose(ema.model[0].weight, before + 1.0)  # 0.75 * w + 0.25 * (w + 4)
+    assert ema.model[1].num_batches_tracked.item() == 1
+    assert not ema.model[0].weight.requires_grad

@@ -40,6 +40,7 @@ from cfxray.train.checkpoint import (
 )
 from cfxray.train.configs import ClassifierTrainConfig
 from cfxray.train.loop_utils import (
+    WeightEMA,
     augment,
     autocast,
     batch_loader,
@@ -150,6 +151,7 @@ class ClassifierRun:
                       f"random init ({', '.join(skipped[:4])}...)", flush=True)
         self.net = prepare_model(model, device)
         self.model = D.wrap_model(self.net, ctx, device)
+        self.ema = WeightEMA(self.net, cfg.ema_decay) if cfg.ema_decay else None
         # Each rank augments its own images with its own stream.
         self.aug_gen = torch.Generator().manual_seed(cfg.seed + 7919 * (ctx.rank + 1))
 
@@ -187,6 +189,7 @@ class ClassifierRun:
                 "model_config": asdict(self.model_config),
                 "world_size": self.ctx.world_size,
                 "model": self.net.state_dict(),
+                "ema": self.ema.model.state_dict() if self.ema else None,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "rank_states": rank_states,
@@ -205,6 +208,8 @@ class ClassifierRun:
             raise UserError(f"checkpoint {path} was written by {ckpt['world_size']} processes; "
                             f"resume it with the same --nproc_per_node, not {self.ctx.world_size}")
         self.net.load_state_dict(ckpt["model"])
+        if self.ema:
+            self.ema.model.load_state_dict(ckpt["ema"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         mine = ckpt["rank_states"][self.ctx.rank]
@@ -215,6 +220,11 @@ class ClassifierRun:
         self.progress = Progress(**ckpt["progress"])
         if self.ctx.is_main:
             self.log.truncate_after(self.progress.epoch)
+
+    @property
+    def kept_model(self) -> nn.Module:
+        """The model validated and saved: the weight average when there is one."""
+        return self.ema.model if self.ema else self.net
 
     # ----- training ----------------------------------------------------------------------
     @property
@@ -243,6 +253,8 @@ class ClassifierRun:
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
+            if self.ema:
+                self.ema.update(self.net)
             # Accumulate on the device: no host sync in the hot loop.
             self.loss_sum += loss.detach() * labels.numel()
             self.loss_count += labels.numel()
@@ -268,8 +280,8 @@ class ClassifierRun:
         train_loss = float(totals[0] / totals[1])
         # Rank 0 decides: ranks' BatchNorm statistics drift apart slightly between DDP
         # broadcasts, and every rank must take the same early-stopping decision.
-        val = (evaluate(self.net, self.splits["val"], self.device, self.cfg.eval_batch_size)
-               if self.ctx.is_main else None)
+        val = (evaluate(self.kept_model, self.splits["val"], self.device,
+                        self.cfg.eval_batch_size) if self.ctx.is_main else None)
         val = D.broadcast_object(val, self.ctx)
         p.epoch += 1
         p.batch_in_epoch = 0
@@ -278,7 +290,7 @@ class ClassifierRun:
         if (val.auc, -val.loss) > (p.best_auc, -p.best_val_loss):
             p.best_auc, p.best_val_loss, p.best_epoch, p.bad_epochs = val.auc, val.loss, p.epoch, 0
             if self.ctx.is_main:
-                save_atomic(classifier_state(self.net, {
+                save_atomic(classifier_state(self.kept_model, {
                     "epoch": p.epoch, "train_config": self.cfg.run_config(),
                     "metrics": {"val_auc": val.auc, "val_loss": val.loss,
                                 "val_accuracy": val.accuracy}}),

@@ -26,6 +26,7 @@ class ClassifierTrainConfig:
     patience: int = 4  # epochs without a better validation AUC before stopping
     seed: int = 1234
     balanced_loss: bool = True  # class-weighted cross-entropy against class imbalance
+    ema_decay: float = 0.0  # >0: validate and keep a moving average of the weights
     init_weights: str = ""  # local weights file to start from; empty: random init
     aug_rotate_deg: float = 5.0
     aug_translate: float = 0.04

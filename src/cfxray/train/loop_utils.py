@@ -10,6 +10,7 @@ lets a resumed run see exactly the augmented batches an uninterrupted run would 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from dataclasses import dataclass
 
@@ -121,3 +122,26 @@ def augment(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> t
     contrast = contrast.to(images.device).view(b, 1, 1, 1)
     brightness = brightness.to(images.device).view(b, 1, 1, 1)
     return ((out - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+
+
+class WeightEMA:
+    """An exponential moving average of a model's weights and buffers, updated on the device
+    without host syncs. Small-data training wobbles from step to step; the average is the
+    steadier model to validate and to keep."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+
+    def _tensors(self, model: nn.Module) -> list[torch.Tensor]:
+        return [*model.parameters(), *model.buffers()]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        pairs = list(zip(self._tensors(self.model), self._tensors(model), strict=True))
+        floats = [(a, b.detach()) for a, b in pairs if a.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1.0 - self.decay)
+        for averaged, current in pairs:
+            if not averaged.is_floating_point():
+                averaged.copy_(current)  # counters such as BatchNorm's num_batches_tracked

@@ -18,7 +18,7 @@ from PIL import Image
 
 from cfxray.conventions import CLASSES
 from cfxray.errors import UserError
-from serving.client import ExplainClient, Explanation
+from serving.client import ExplainClient, Explanation, ServingError
 from serving.render import DISPLAY_SIZE, blend, heatmap_overlay, to_uint8
 
 DIRECTION_LABELS = {
@@ -73,6 +73,8 @@ class ExplainPage:
             with ExplainClient(self.url, self.protocol) as client:
                 image = client.load(path, self.max_bytes)
                 result = client.explain(image[None], direction, sources=[Path(path).name])[0]
+        except ServingError as exc:
+            return (f"**The model server did not answer:** {exc}", *[None] * 7)
         except UserError as exc:
             return (f"**Cannot explain this upload:** {exc}", *[None] * 7)
         state = {"image": result.image, "counterfactual": result.counterfactual}

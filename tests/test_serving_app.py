@@ -138,3 +138,5 @@ def test_page_callbacks_without_a_browser(triton_server, images, protocol):
     assert all(p is not None for p in pictures)
     np.testing.assert_array_equal(page.blend(state, 0.0), pictures[0])
     np.testing.assert_array_equal(page.blend(state, 1.0), pictures[1])
+    gone = ExplainPage(f"127.0.0.1:{free_ports(1)[0]}", protocol, LIMIT_MB)
+    assert "did not answer" in gone.explain(str(images["xray"]), "auto")[0]

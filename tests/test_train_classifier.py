@@ -228,3 +228,12 @@ def test_weight_ema_averages_floats_and_copies_counters():
     assert torch.allclose(ema.model[0].weight, before + 1.0)  # 0.75 * w + 0.25 * (w + 4)
     assert ema.model[1].num_batches_tracked.item() == 1
     assert not ema.model[0].weight.requires_grad
+
+
+def test_dataloader_workers_do_not_change_the_result(blob_data, tmp_path):
+    one_epoch = dataclasses.replace(FAST, epochs=1)
+    _train(blob_data, tmp_path / "w0", one_epoch)
+    _train(blob_data, tmp_path / "w2", dataclasses.replace(one_epoch, num_workers=2))
+    a = load_checkpoint(tmp_path / "w0/checkpoints/last.pt")["model"]
+    b = load_checkpoint(tmp_path / "w2/checkpoints/last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from cfxray.evaluation.gate import CRITERIA
 from cfxray.export.contract import MODEL_NAMES
 from cfxray.lineage import read_lineage
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-GATE = ("min_validity", "min_oracle_score", "min_ssim", "min_lesion_removal", "max_kid")
 # Tiny everything: 32 px, one short epoch per trainer, a one-block generator.
 TINY = [
     "preprocess.size=32",
@@ -32,7 +32,7 @@ TINY = [
     "evaluate.bootstrap_resamples=20", "evaluate.max_reference_images=40",
     "evaluate.kid_subset_size=4", "evaluate.kid_subsets=2",
 ]
-OPEN_GATE = [f"evaluate.gate.{c}=null" for c in GATE]
+OPEN_GATE = [f"evaluate.gate.{c}=null" for c in CRITERIA]  # every criterion disabled
 IMPOSSIBLE_GATE = [*OPEN_GATE, "evaluate.gate.min_ssim=1.5"]
 
 

@@ -43,6 +43,7 @@ class Profile:
     quant_size: int = 256
     quant_batch: int = 1
     calibration_images: int = 16
+    check_images: int = 8  # held-out phantoms the int8 output is compared on (SSIM)
 
 
 DEFAULT = Profile(
@@ -70,6 +71,7 @@ QUICK = Profile(
               "full": {"size": 32, "ngf": 8, "n_blocks": 2, "cyclegan_batch": 1,
                        "classifier_batch": 4}},
     train_steps=2, quant_model="full", quant_size=32, quant_batch=2, calibration_images=4,
+    check_images=4,
 )
 
 
@@ -86,6 +88,7 @@ class Timing:
 
 
 HEAVY_CALL_S = 3.0  # a warm-up call slower than this: two timed calls are enough
+VERY_HEAVY_CALL_S = 20.0  # ... slower than this: one (a full-size CycleGAN step)
 
 
 def measure(fn: Callable[[], object], min_repeats: int, min_seconds: float,
@@ -93,7 +96,8 @@ def measure(fn: Callable[[], object], min_repeats: int, min_seconds: float,
     """Median wall time of `fn()` over at least `min_repeats` calls and `min_seconds`.
 
     Calls of several seconds vary little relative to their length, so they get at most two
-    timed repeats: that keeps the full-size generator's batches inside `make bench`'s budget.
+    timed repeats (one past 20 s): that keeps the full-size networks inside `make bench`'s
+    15-minute budget on 2 cores.
     """
     warm_s = 0.0
     for _ in range(warmup):
@@ -101,7 +105,7 @@ def measure(fn: Callable[[], object], min_repeats: int, min_seconds: float,
         fn()
         warm_s = time.perf_counter() - t0
     if warm_s > HEAVY_CALL_S:
-        min_repeats, min_seconds = min(min_repeats, 2), 0.0
+        min_repeats, min_seconds = min(min_repeats, 1 if warm_s > VERY_HEAVY_CALL_S else 2), 0.0
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < max_repeats and (len(times) < min_repeats

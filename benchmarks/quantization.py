@@ -30,7 +30,7 @@ def run(profile: Profile, threads: int, workdir: Path) -> dict[str, Any]:
     size, batch = profile.quant_size, profile.quant_batch
     settings = QuantizationSettings()
     calibration = xray_images(profile.calibration_images, size, seed=3)
-    check = xray_images(max(4, batch), size, seed=4)
+    check = xray_images(max(profile.check_images, batch), size, seed=4)
     rows = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for variant in VARIANTS:

@@ -34,7 +34,8 @@ def machine_section(r: dict[str, Any]) -> str:
         f"- torch {m['torch']} ({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, "
         f"Python {m['python']}",
         f"- measured fp32 matmul peak (the practical limit): **{peak['gflops']:.1f} GFLOP/s** "
-        f"(n={peak['n']}, best; median {peak['gflops_median']:.1f})",
+        f"(n={peak['n']}, best; median {peak['gflops_median']:.1f}; again at the end of the "
+        f"run: {r.get('peak_at_end', peak)['gflops']:.1f})",
         f"- load average at start: {m['load_average_1m']} (higher than the CPU count means "
         "other work shared the machine and every number below is pessimistic)",
     ])

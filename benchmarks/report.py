@@ -132,9 +132,16 @@ def gpu_section(r: dict[str, Any]) -> str:
                       *[f"\n{n}" for n in g["inference"]["notes"]]])
 
 
+def memory_section(r: dict[str, Any]) -> str:
+    m = r["memory"]
+    rows = [(x["what"], x.get("peak_rss_mb"), x.get("gpu_peak_allocated_mb")) for x in m["rows"]]
+    return "\n".join(["## Peak memory", table(("what", "peak RSS MiB", "GPU peak MiB"), rows),
+                      f"\n{m['note']}."])
+
+
 SECTIONS = {"inference": inference_section, "serving": serving_section,
             "training": training_section, "quantization": quantization_section,
-            "gpu": gpu_section}
+            "memory": memory_section, "gpu": gpu_section}
 
 
 def targets_section(verdicts: list[dict[str, Any]]) -> str:

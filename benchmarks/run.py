@@ -86,11 +86,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # The peak again at the end: on a shared machine either measurement may be depressed,
     # and the higher one is the better estimate of the limit (fractions use the first).
     results["peak_at_end"] = machine.matmul_peak_gflops(profile.matmul_size, profile)
+    results["memory"] = memory_summary(results)
     results["targets"] = check(results)
     results["run"] = {"profile": profile.name, "threads": threads,
                       "started_utc": started.strftime("%Y-%m-%d %H:%M"),
                       "seconds": round(time.perf_counter() - t0, 1), "area_seconds": area_seconds}
     return results
+
+
+def memory_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """Peak memory from the areas that measured it, in one place."""
+    rows = []
+    for area in ("training", "gpu"):
+        section = results.get(area) or {}
+        for r in section.get("rows", section.get("training", [])) if "error" not in section \
+                else []:
+            rows.append({"what": f"{r['trainer']} training step ({r['config']}, {r['size']} px, "
+                                 f"batch {r['batch']}, {r['device']} {r['precision']})",
+                         "peak_rss_mb": r.get("peak_rss_mb"),
+                         "gpu_peak_allocated_mb": r.get("gpu_peak_allocated_mb")})
+    serving = results.get("serving") or {}
+    if "server_peak_rss_mb" in serving:
+        rows.append({"what": "Triton server under load (all concurrency points)",
+                     "peak_rss_mb": serving["server_peak_rss_mb"],
+                     "idle_rss_mb": serving["server_idle_rss_mb"]})
+    return {"rows": rows, "note": "process peak RSS (VmHWM, reset before each training "
+                                  "configuration); the server's is its process group's summed "
+                                  "RSS sampled every 50 ms"}
 
 
 def write(results: dict[str, Any], out: Path) -> None:

@@ -79,6 +79,13 @@ def test_training_and_memory(quick_run):
         assert r["peak_rss_mb"] >= r["rss_before_mb"] * 0.5
 
 
+def test_memory_summary(quick_run):
+    results, _, _ = quick_run
+    rows = results["memory"]["rows"]
+    assert len(rows) == len(results["training"]["rows"]) + 1  # every training step, the server
+    assert all(_positive(r["peak_rss_mb"]) for r in rows)
+
+
 def test_quantization(quick_run):
     results, _, _ = quick_run
     rows = results["quantization"]["rows"]
@@ -106,5 +113,5 @@ def test_targets_and_report_agree(quick_run):
         assert f"{v['status']}  {v['target']}" in stdout
         assert v["target"] in markdown
     for heading in ("## Machine", "## Targets", "## Generator inference", "## Serving",
-                    "## Training", "## int8 quantization", "## GPU"):
+                    "## Training", "## int8 quantization", "## Peak memory", "## GPU"):
         assert heading in markdown

@@ -20,30 +20,32 @@ LOSS_KEYS = ("adversarial", "lambda_cycle", "cycle_p_scale", "mu_identity", "gam
 
 @dataclass(frozen=True)
 class CycleGANTrainConfig:
-    """Every knob of a counterfactual CycleGAN run."""
+    """Every knob of a counterfactual CycleGAN run. The defaults are the demo configuration
+    that the phantom measurements chose (docs/CYCLEGAN.md), not the published objective
+    (`counter_form=mse, sparsity=0, mu_identity=5, variant=plain, upsampling=transpose`)."""
 
     # Generators (cfxray.models.networks.GeneratorConfig; image size comes from the data).
-    ngf: int = 32
+    ngf: int = 16
     n_blocks: int = 6
     n_downsampling: int = 2
     variant: str = "mask"  # plain | residual | mask
     upsampling: str = "resize"  # transpose | resize
     # Discriminators: PatchGAN, 3 layers = 70x70 patches; fewer suit small images.
-    ndf: int = 64
+    ndf: int = 32
     d_layers: int = 3
     # Objective (cfxray.models.cyclegan.LossConfig).
     adversarial: float = 1.0
     lambda_cycle: float = 10.0
     cycle_p_scale: float = 1.0  # weight of the P->N->P cycle relative to N->P->N
-    mu_identity: float = 5.0
+    mu_identity: float = 0.0
     gamma_counter: float = 1.0
-    counter_form: str = "mse"  # mse | margin | logloss
+    counter_form: str = "margin"  # mse (the published form) | margin | logloss
     counter_margin: float = 2.0
-    sparsity: float = 0.0  # weight of the mean absolute change: keeps counterfactuals minimal
+    sparsity: float = 10.0  # weight of the mean absolute change: keeps counterfactuals minimal
     cycle_noise: float = 0.0  # noise std on fakes entering the cycle, against steganography
     # Optimisation.
-    epochs: int = 10
-    decay_epochs: int = 5  # the last epochs, over which the learning rate falls linearly to 0
+    epochs: int = 3
+    decay_epochs: int = 1  # the last epochs, over which the learning rate falls linearly to 0
     batch_size: int = 4  # images per domain and step, split across torchrun processes
     lr: float = 2e-4
     beta1: float = 0.5

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from cfxray.evaluation.figures import render_readme_figure
+
 OUT = Path("outputs/demo")
 MODEL_REPO = Path("model_repository")
 PIPELINE_ROOT = Path("outputs/pipeline")
@@ -133,6 +135,9 @@ def _summarise(version: int, seconds: float) -> None:
         metrics = json.loads(metrics_path.read_text())
         report = metrics_path.parent / "report.html"
         print(f"evaluation report       : {report}")
+        figure = OUT / "example.png"
+        render_readme_figure(metrics_path.parent, figure)
+        print(f"example figure          : {figure}")
         for key in sorted(k for k in metrics if _headline(k)):
             print(f"  {key:40s} {metrics[key]}")
     print(f"explanations            : {OUT / 'explanations'}/")
@@ -140,7 +145,8 @@ def _summarise(version: int, seconds: float) -> None:
 
 
 def _find_metrics() -> Path | None:
-    candidates = sorted(PIPELINE_ROOT.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
+    candidates = sorted((p for p in PIPELINE_ROOT.rglob("metrics.json")
+                         if (p.parent / "report.html").exists()), key=lambda p: p.stat().st_mtime)
     return candidates[-1] if candidates else None
 
 

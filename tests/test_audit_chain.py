@@ -8,6 +8,8 @@ import json
 import pytest
 from audit_chain_builder import PARAMS, cfxray, changed, removed
 
+from cfxray.params import load_params
+
 
 @pytest.fixture
 def project(audit_project):
@@ -103,8 +105,9 @@ def test_diff_of_two_versions_shows_classifier_params_and_metrics(project, capsy
     assert code == 0
     diff = json.loads(capsys.readouterr().out)
     params = {c["key"]: (c["a"], c["b"]) for c in diff["changes"]["params"]}
-    assert params["classifier: lr"] == (0.002, 0.01)
-    assert params["classifier: seed"] == (1234, 7)
+    first = load_params(project.root / "params.yaml")["train_classifier"]  # version 1 ran these
+    assert params["classifier: lr"] == (first["lr"], 0.01)
+    assert params["classifier: seed"] == (first["seed"], 7)
     data = {c["key"] for c in diff["changes"]["data"]}
     assert "classifier: sha256" in data and "served: sha256" in data
     assert "classifier > data: sha256" not in data  # same prepared data in both
@@ -122,7 +125,8 @@ def test_diff_of_two_versions_shows_classifier_params_and_metrics(project, capsy
 
     cfxray("audit", "--model-repo", project.repo, "--model", "classifier", "--diff", "1", "2")
     text = capsys.readouterr().out
-    assert "  classifier: lr: 0.002 -> 0.01  (+0.008)" in text and "code: unchanged" in text
+    lr_line = f"  classifier: lr: {first['lr']:g} -> 0.01  ({0.01 - first['lr']:+.4g})"
+    assert lr_line in text and "code: unchanged" in text
     changed_estimates = [k for k in evals[0] if not k.endswith(("_ci_low", "_ci_high"))
                          and evals[0][k] != evals[1][k] and f"{k}_ci_low" in evals[0]
                          and evals[0][f"{k}_ci_low"] != evals[1][f"{k}_ci_low"]

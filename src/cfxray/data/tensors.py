@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from cfxray.conventions import CLASSES
+from cfxray.conventions import CLASSES, SPLITS
 from cfxray.errors import UserError
 
 
@@ -72,3 +72,20 @@ def load_meta(data_dir: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"{data_dir} is not a preprocessed dataset (meta.json missing)")
     return json.loads(path.read_text())
+
+
+def load_training_splits(data_dir: str | Path) -> dict[str, SplitData]:
+    """All three splits, checked before any training: both classes, one size, 1 channel."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"data folder {data_dir} does not exist")
+    splits = {name: load_split(data_dir, name) for name in SPLITS}
+    for name, data in splits.items():
+        require_both_classes(data, f"the {name} split of {data_dir}")
+    sizes = {data.size for data in splits.values()}
+    if len(sizes) != 1:
+        raise UserError(f"the splits of {data_dir} have different image sizes {sorted(sizes)}")
+    if splits["train"].images.ndim != 3:
+        raise UserError(f"{data_dir} holds images of shape {tuple(splits['train'].images.shape)}"
+                        "; expected 1-channel images [N, H, W]")
+    return splits

@@ -20,7 +20,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from cfxray.conventions import CLASSIFIER_FILE
-from cfxray.data.tensors import SplitData, load_split, require_both_classes
+from cfxray.data.tensors import SplitData, load_training_splits
 from cfxray.errors import UserError
 from cfxray.models.classifier import (
     ClassifierConfig,
@@ -75,18 +75,6 @@ class EvalResult:
     accuracy: float
 
 
-def _load_data(data_dir: Path) -> dict[str, SplitData]:
-    """All three splits, checked up front so a bad folder fails before any training."""
-    if not data_dir.is_dir():
-        raise UserError(f"data folder {data_dir} does not exist")
-    splits = {name: load_split(data_dir, name) for name in ("train", "val", "test")}
-    for name, data in splits.items():
-        require_both_classes(data, f"the {name} split of {data_dir}")
-    sizes = {data.size for data in splits.values()}
-    if len(sizes) != 1:
-        raise UserError(f"the splits of {data_dir} have different image sizes {sorted(sizes)}")
-    return splits
-
 
 def _intensity_stats(data: SplitData, chunk: int = 512) -> tuple[float, float]:
     """Training-set mean and std of [0, 1] intensities, the classifier's normalisation."""
@@ -133,7 +121,7 @@ class ClassifierRun:
                  ctx: D.DistContext, device: torch.device) -> None:
         self.data_dir, self.out_dir, self.cfg = data_dir, out_dir, cfg
         self.ctx, self.device = ctx, device
-        self.splits = _load_data(data_dir)
+        self.splits = load_training_splits(data_dir)
         train = self.splits["train"]
         if cfg.batch_size % ctx.world_size:
             raise UserError(f"batch_size {cfg.batch_size} does not split evenly over "

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from cfxray.conventions import GENERATORS_FILE, NORMAL, PNEUMONIA
-from cfxray.data.tensors import SplitData, load_split, require_both_classes
+from cfxray.data.tensors import load_training_splits
 from cfxray.errors import UserError
 from cfxray.lineage import sha256_file
 from cfxray.models.classifier import load_classifier
@@ -83,21 +83,6 @@ class Progress:
     train_seconds: float = 0.0  # time spent training, summed over resumed sessions
 
 
-def _load_data(data_dir: Path) -> dict[str, SplitData]:
-    """All three splits, checked before any training: both classes, one image size."""
-    if not data_dir.is_dir():
-        raise UserError(f"data folder {data_dir} does not exist")
-    splits = {name: load_split(data_dir, name) for name in ("train", "val", "test")}
-    for name, data in splits.items():
-        require_both_classes(data, f"the {name} split of {data_dir}")
-    sizes = {data.size for data in splits.values()}
-    if len(sizes) != 1:
-        raise UserError(f"the splits of {data_dir} have different image sizes {sorted(sizes)}")
-    if splits["train"].images.ndim != 3:
-        raise UserError(f"{data_dir} holds images of shape {tuple(splits['train'].images.shape)}"
-                        "; the CycleGAN expects 1-channel images [N, H, W]")
-    return splits
-
 
 def domain_order(count: int, length: int, seed: int) -> torch.Tensor:
     """`length` indices into one domain: seeded permutations of `count`, concatenated."""
@@ -115,7 +100,7 @@ class CycleGANRun:
         self.data_dir, self.out_dir, self.cfg = data_dir, out_dir, cfg
         self.classifier_path, self.oracle_path = classifier_path, oracle_path
         self.ctx, self.device = ctx, device
-        self.splits = _load_data(data_dir)
+        self.splits = load_training_splits(data_dir)
         train = self.splits["train"]
         size = train.size
         self.classifier = prepare_model(load_classifier(classifier_path, expect_size=size), device)

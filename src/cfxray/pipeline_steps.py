@@ -194,10 +194,11 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def gate_passed(metrics: dict[str, Any], exit_code: int) -> bool:
     """The gate verdict, requiring the exit status and metrics.json to agree."""
-    passed = metrics.get("gate_passed", metrics.get("gate/passed"))
+    from cfxray.evaluation.gate import VERDICT_KEY, read_verdict
+
+    passed = read_verdict(metrics)
     if passed is None:
-        raise RuntimeError("metrics.json records no gate verdict ('gate_passed')")
-    passed = bool(passed)
+        raise RuntimeError(f"metrics.json records no gate verdict ('{VERDICT_KEY}')")
     if passed != (exit_code == 0):
         raise RuntimeError(f"evaluate exited {exit_code} but metrics.json says gate passed={passed}")
     return passed

@@ -27,7 +27,7 @@ from cfxray.evaluation.counterfactuals import (
     counterfactual_images,
     measure_direction,
 )
-from cfxray.evaluation.gate import GateResult, check_gate
+from cfxray.evaluation.gate import VERDICT_KEY, GateResult, check_gate
 from cfxray.evaluation.realism import RandomFeatureNet, extract_features
 from cfxray.evaluation.report import write_report
 from cfxray.evaluation.summary import (
@@ -267,7 +267,7 @@ def evaluate(data_dir: str | Path, classifier_path: str | Path, oracle_path: str
         cases[direction] = build_cases(result, test, generators, settings.report_cases, device)
 
     gate = check_gate(metrics, settings.gate)
-    metrics["gate/passed"] = float(gate.passed)
+    metrics[VERDICT_KEY] = float(gate.passed)
     (out / METRICS_FILE).write_text(json.dumps(json_safe(metrics), indent=2))
     write_plots(out, labels, probs["classifier"], settings.threshold, settings.calibration_bins)
     write_per_image(out / PER_IMAGE_FILE, results, test)

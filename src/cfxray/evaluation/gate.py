@@ -89,3 +89,17 @@ def check_gate(metrics: dict[str, Any], thresholds: dict[str, Any]) -> GateResul
             ok = not math.isnan(value) and (value >= threshold if op == ">=" else value <= threshold)
             checks.append(Check(criterion, key, op, float(threshold), value, ok))
     return GateResult(tuple(checks))
+
+
+VERDICT_KEY = "gate/passed"  # what `cfxray evaluate` writes into metrics.json: 1.0 or 0.0
+VERDICT_BOOL_KEY = "gate_passed"  # a boolean form, accepted from other producers
+
+
+def read_verdict(metrics: dict[str, Any]) -> bool | None:
+    """The verdict recorded in a metrics.json; None when it records none (or an odd value)."""
+    value = metrics.get(VERDICT_BOOL_KEY, metrics.get(VERDICT_KEY))
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    return None

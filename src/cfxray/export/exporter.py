@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cfxray.errors import UserError
+from cfxray.evaluation.gate import VERDICT_BOOL_KEY, VERDICT_KEY, read_verdict
 from cfxray.export.contract import (
     AUTO_TARGET,
     CLASSIFIER,
@@ -46,20 +47,6 @@ from cfxray.lineage import write_lineage
 from cfxray.params import DEFAULT_PARAMS
 
 GATE_FILE = "metrics.json"
-GATE_KEY = "gate_passed"
-GATE_FLAT_KEY = "gate/passed"  # what `cfxray evaluate` writes today: 1.0 or 0.0
-
-
-def gate_verdict(metrics: dict[str, Any]) -> bool | None:
-    """`gate_passed` (a boolean), else the flat `gate/passed` (0 or 1); None when neither."""
-    value = metrics.get(GATE_KEY, metrics.get(GATE_FLAT_KEY))
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    return None
-
-
 def require_gate(evaluation_dir: str | Path) -> dict[str, Any]:
     """The evaluation's metrics, or a refusal when its quality gate did not pass."""
     path = Path(evaluation_dir) / GATE_FILE
@@ -69,9 +56,9 @@ def require_gate(evaluation_dir: str | Path) -> dict[str, Any]:
         metrics = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"cannot read {path}: {exc}") from exc
-    passed = gate_verdict(metrics) if isinstance(metrics, dict) else None
+    passed = read_verdict(metrics) if isinstance(metrics, dict) else None
     if passed is None:
-        raise UserError(f"{path} records no gate verdict ('{GATE_KEY}' or '{GATE_FLAT_KEY}'); "
+        raise UserError(f"{path} records no gate verdict ('{VERDICT_BOOL_KEY}' or '{VERDICT_KEY}'); "
                         "cannot tell whether the evaluation's quality gate passed")
     if not passed:
         raise UserError(f"the evaluation in {evaluation_dir} failed its quality gate; "
@@ -191,4 +178,4 @@ def export_repository(
 
 
 def _gate_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if metrics is None else {GATE_KEY: gate_verdict(metrics)}
+    return None if metrics is None else {VERDICT_BOOL_KEY: read_verdict(metrics)}

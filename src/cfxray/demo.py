@@ -11,13 +11,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from cfxray.evaluation.figures import render_readme_figure
+from cfxray.serve.triton import free_ports
 
 OUT = Path("outputs/demo")
 MODEL_REPO = Path("model_repository")
@@ -83,14 +83,8 @@ def _test_images(dataset: Path, per_class: int) -> list[Path]:
     return images
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _serve_and_explain(images: list[Path], env: dict[str, str]) -> None:
-    http, grpc, metrics = _free_port(), _free_port(), _free_port()
+    http, grpc, metrics = free_ports(3)
     cmd = ["cfxray", "serve", "--model-repo", str(MODEL_REPO), "--http-port", str(http),
            "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
     print("$", " ".join(cmd), "&", flush=True)

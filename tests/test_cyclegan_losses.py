@@ -16,6 +16,7 @@ from cfxray.models.cyclegan import (
     GeneratorPair,
     ImagePool,
     LossConfig,
+    change_variation,
     counterfactual_loss,
     linear_decay,
 )
@@ -195,3 +196,34 @@ def test_pneumonia_cycle_weight_scales_only_the_p_n_p_cycle():
         return float(terms["cycle"])
 
     assert cycle_term(0.0) < cycle_term(0.5) < cycle_term(1.0)
+
+
+def test_change_variation_charges_stripes_more_than_a_smooth_edit_of_the_same_size():
+    x = torch.rand(1, 1, 32, 32)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    blob = torch.exp(-((yy - 16) ** 2 + (xx - 16) ** 2) / 200).view(1, 1, 32, 32)
+    stripes = (xx % 2).view(1, 1, 32, 32) * blob.mean() * 2  # same mean absolute change
+    assert (stripes.abs().mean() - blob.abs().mean()).abs() < 1e-3 * blob.mean()
+    assert float(change_variation(x, x)) == 0.0
+    assert float(change_variation(x, x + 0.3)) == pytest.approx(0.0, abs=1e-6)  # constant shift
+    assert float(change_variation(x, x + stripes)) > 10 * float(change_variation(x, x - blob))
+
+
+def test_change_variation_weight_enters_the_generator_loss():
+    gens, discs, classifier = _models()
+    x, y = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+
+    def losses(weight: float) -> tuple[float, float]:
+        opt = torch.optim.Adam(gens.parameters())
+        step = CycleGANStep(gens, discs, classifier, LossConfig(tv_change=weight), opt, opt,
+                            ImagePool(0), ImagePool(0))
+        with torch.no_grad():
+            total, terms, out = step.generator_loss(x, y)
+        expected = change_variation(x, out["fake_p"]) + change_variation(y, out["fake_n"])
+        return float(total), float(terms["variation"]), float(expected)
+
+    total_off, variation_off, _ = losses(0.0)
+    total_on, variation_on, expected = losses(3.0)
+    assert variation_off == 0.0
+    assert variation_on == pytest.approx(expected)
+    assert total_on - total_off == pytest.approx(3.0 * expected, rel=1e-4)

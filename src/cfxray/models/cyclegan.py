@@ -36,7 +36,7 @@ from cfxray.errors import UserError
 from cfxray.models.networks import PatchDiscriminator, ResnetGenerator
 
 COUNTER_FORMS = ("mse", "margin", "logloss")
-LOSS_KEYS = ("adv", "cycle", "identity", "counter", "sparsity", "g_total", "d_p", "d_n",
+LOSS_KEYS = ("adv", "cycle", "identity", "counter", "sparsity", "variation", "g_total", "d_p", "d_n",
              "flip_n2p", "flip_p2n")
 
 
@@ -51,13 +51,14 @@ class LossConfig:
     counter_margin: float = 2.0
     sparsity: float = 0.0
     cycle_noise: float = 0.0
+    tv_change: float = 0.0
 
     def validate(self) -> None:
         if self.counter_form not in COUNTER_FORMS:
             raise UserError(f"unknown counterfactual loss form {self.counter_form!r}; "
                             f"choose one of {COUNTER_FORMS}")
         weights = (self.adversarial, self.lambda_cycle, self.cycle_p_scale, self.mu_identity, self.gamma_counter,
-                   self.sparsity, self.counter_margin, self.cycle_noise)
+                   self.sparsity, self.counter_margin, self.cycle_noise, self.tv_change)
         if min(weights) < 0:
             raise UserError("loss weights and the margin must be non-negative")
 
@@ -84,6 +85,18 @@ def counterfactual_loss(logits: torch.Tensor, target: int, form: str = "mse",
         others = torch.cat([logits[:, :target], logits[:, target + 1:]], dim=1)
         return torch.relu(margin - (target_logit - others.max(dim=1).values)).mean()
     raise UserError(f"unknown counterfactual loss form {form!r}; choose one of {COUNTER_FORMS}")
+
+
+def change_variation(original: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:
+    """Total variation (mean absolute neighbour difference) of the change map.
+
+    A real edit (a lesion faded out) is a smooth field; the fine stripes a generator uses to
+    fool the classifier or to hide the source image for the cycle are all edges, so they cost
+    much more here than their amplitude does under the sparsity term.
+    """
+    d = changed - original
+    return ((d[..., 1:, :] - d[..., :-1, :]).abs().mean()
+            + (d[..., :, 1:] - d[..., :, :-1]).abs().mean())
 
 
 def lsgan_loss(scores: torch.Tensor, real: bool) -> torch.Tensor:
@@ -211,10 +224,12 @@ class CycleGANStep:
         counter = (counterfactual_loss(logits_p, PNEUMONIA, w.counter_form, w.counter_margin)
                    + counterfactual_loss(logits_n, NORMAL, w.counter_form, w.counter_margin))
         sparsity = (fake_p - x_n).abs().mean() + (fake_n - y_p).abs().mean()
+        variation = (change_variation(x_n, fake_p) + change_variation(y_p, fake_n)
+                     if w.tv_change > 0 else zero)
         total = (w.adversarial * adv + w.lambda_cycle * cycle + w.mu_identity * identity
-                 + w.gamma_counter * counter + w.sparsity * sparsity)
+                 + w.gamma_counter * counter + w.sparsity * sparsity + w.tv_change * variation)
         terms = {"adv": adv, "cycle": cycle, "identity": identity, "counter": counter,
-                 "sparsity": sparsity, "g_total": total,
+                 "sparsity": sparsity, "variation": variation, "g_total": total,
                  "flip_n2p": (logits_p.argmax(1) == PNEUMONIA).float().mean(),
                  "flip_p2n": (logits_n.argmax(1) == NORMAL).float().mean()}
         return total, terms, out

@@ -15,7 +15,7 @@ OPERATIONAL = frozenset({"checkpoint_every", "log_every", "eval_batch_size", "de
                          "max_steps", "sample_count"})
 GENERATOR_KEYS = ("ngf", "n_blocks", "n_downsampling", "variant", "upsampling")
 LOSS_KEYS = ("adversarial", "lambda_cycle", "cycle_p_scale", "mu_identity", "gamma_counter", "counter_form",
-             "counter_margin", "sparsity", "cycle_noise")
+             "counter_margin", "sparsity", "cycle_noise", "tv_change")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class CycleGANTrainConfig:
     counter_margin: float = 2.0
     sparsity: float = 10.0  # weight of the mean absolute change: keeps counterfactuals minimal
     cycle_noise: float = 0.0  # noise std on fakes entering the cycle, against steganography
+    tv_change: float = 0.0  # weight of the change map's total variation: smooth edits, no stripes
     # Optimisation.
     epochs: int = 3
     decay_epochs: int = 1  # the last epochs, over which the learning rate falls linearly to 0

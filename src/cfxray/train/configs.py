@@ -36,6 +36,7 @@ class ClassifierTrainConfig:
     aug_hflip: bool = False
     aug_blur: float = 0.0  # max Gaussian blur sigma, pixels
     aug_noise: float = 0.0  # max additive noise std
+    mixup: float = 0.0  # share of images blended with another (soft labels); see loop_utils.mixup
     # Operational settings below change speed or output, never the result, so a run may be
     # resumed with other values.
     num_workers: int = 0

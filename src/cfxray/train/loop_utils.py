@@ -153,6 +153,29 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return x.view(b, c, h, w)
 
 
+def mixup(images: torch.Tensor, labels: torch.Tensor, probability: float,
+          gen: torch.Generator, num_classes: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend each image, with `probability`, with another of the batch, and its label likewise.
+
+    The weight of the other image is uniform in [0, 0.5], so the image keeps its own identity
+    and a label that is at least half its own. Trained this way, a classifier answers a faint
+    lesion with a weak pneumonia score instead of the full one, so a counterfactual has to
+    remove the whole lesion, not just enough of it to cross the threshold. Returns the images
+    and soft targets [B, num_classes] (the labels unchanged when `probability` is 0); draws
+    the same numbers whatever `probability` is.
+    """
+    b = images.shape[0]
+    u = torch.rand(b, 2, generator=gen)
+    partner = torch.randperm(b, generator=gen)
+    if probability <= 0:
+        return images, labels
+    weight = torch.where(u[:, 0] < probability, u[:, 1] * 0.5, 0.0).to(images.device)
+    onehot = nnf.one_hot(labels, num_classes).float()
+    targets = (1 - weight)[:, None] * onehot + weight[:, None] * onehot[partner.to(labels.device)]
+    w = weight.view(b, 1, 1, 1).to(images.dtype)
+    return (1 - w) * images + w * images[partner.to(images.device)], targets
+
+
 class WeightEMA:
     """An exponential moving average of a model's weights and buffers, updated on the device
     without host syncs. Small-data training wobbles from step to step; the average is the

@@ -16,9 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from cfxray.train.cyclegan_config import CycleGANTrainConfig
+
 # (ngf, n_blocks): the demo configuration (the CycleGAN trainer's defaults) and the classic
 # full-size CycleGAN generator (ngf 64, 9 residual blocks).
-GENERATORS: dict[str, tuple[int, int]] = {"demo": (32, 6), "full": (64, 9)}
+DEMO_GENERATOR = (CycleGANTrainConfig.ngf, CycleGANTrainConfig.n_blocks)
+GENERATORS: dict[str, tuple[int, int]] = {"demo": DEMO_GENERATOR, "full": (64, 9)}
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,11 @@ DEFAULT = Profile(
     min_repeats=3, min_seconds=2.0, matmul_size=2048, serving_size=128, serving_model="demo",
     concurrency=(1, 2, 4, 8), serving_seconds=6.0,
     training={
-        # The demo: prepared data at 64 px, the trainers' default settings.
-        "demo": {"size": 64, "ngf": 32, "n_blocks": 6, "cyclegan_batch": 4,
-                 "classifier_batch": 64},
+        # The demo: prepared data at 64 px, the CycleGAN trainer's defaults and the classifier
+        # batch of params.yaml.
+        "demo": {"size": 64, "ngf": DEMO_GENERATOR[0], "n_blocks": DEMO_GENERATOR[1],
+                 "cyclegan_batch": CycleGANTrainConfig.batch_size,
+                 "classifier_batch": 32},
         # Full size: 256 px, ngf 64, 9 blocks, batch 1 (the CycleGAN paper's setting); the
         # classifier at 256 px with a batch of 32.
         "full": {"size": 256, "ngf": 64, "n_blocks": 9, "cyclegan_batch": 1,

@@ -45,7 +45,6 @@ from cfxray.train.loop_utils import (
     autocast,
     batch_loader,
     eval_loader,
-    mixup,
     prepare_model,
     to_device_images,
 )
@@ -235,10 +234,9 @@ class ClassifierRun:
         for images, labels in self.loader:
             x = augment(to_device_images(images, self.device), cfg.augment, self.aug_gen)
             labels = labels.to(self.device, non_blocking=True)
-            x, targets = mixup(x, labels, cfg.mixup, self.aug_gen)
             with autocast(self.device):
                 logits = self.model(x)
-            loss = self.criterion(logits.float(), targets)
+            loss = self.criterion(logits.float(), labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

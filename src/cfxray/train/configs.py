@@ -34,9 +34,6 @@ class ClassifierTrainConfig:
     aug_brightness: float = 0.05
     aug_contrast: float = 0.1
     aug_hflip: bool = False
-    aug_blur: float = 0.0  # max Gaussian blur sigma, pixels
-    aug_noise: float = 0.0  # max additive noise std
-    mixup: float = 0.0  # share of images blended with another (soft labels); see loop_utils.mixup
     # Operational settings below change speed or output, never the result, so a run may be
     # resumed with other values.
     num_workers: int = 0
@@ -52,8 +49,7 @@ class ClassifierTrainConfig:
 
         return AugmentConfig(rotate_deg=self.aug_rotate_deg, translate=self.aug_translate,
                              scale=self.aug_scale, brightness=self.aug_brightness,
-                             contrast=self.aug_contrast, hflip=self.aug_hflip,
-                             blur=self.aug_blur, noise=self.aug_noise)
+                             contrast=self.aug_contrast, hflip=self.aug_hflip)
 
     def run_config(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""

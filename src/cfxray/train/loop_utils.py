@@ -95,19 +95,16 @@ class AugmentConfig:
     brightness: float = 0.05  # additive, in [0, 1] intensity units
     contrast: float = 0.1  # multiplicative around the image mean
     hflip: bool = False
-    blur: float = 0.0  # Gaussian blur, sigma uniform in [0, blur] pixels
-    noise: float = 0.0  # additive Gaussian noise, std uniform in [0, noise]
 
 
 def augment(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """Random affine, brightness/contrast, blur and noise on a [B, 1, H, W] batch in [0, 1].
+    """Random affine + brightness/contrast on a [B, 1, H, W] batch in [0, 1].
 
     Always draws the same count of numbers per image, whatever the settings, so turning one
     augmentation off does not shift the stream the others see.
     """
     b = images.shape[0]
-    u = torch.rand(b, 9, generator=gen) * 2 - 1  # uniform in [-1, 1], on the CPU
-    pixel_noise = torch.randn(images.shape, generator=gen)
+    u = torch.rand(b, 7, generator=gen) * 2 - 1  # uniform in [-1, 1], on the CPU
     angle = u[:, 0] * math.radians(cfg.rotate_deg)
     zoom = 1 + u[:, 1] * cfg.scale
     flip = torch.where((u[:, 2] > 0) & cfg.hflip, -1.0, 1.0)
@@ -124,56 +121,7 @@ def augment(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> t
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     contrast = contrast.to(images.device).view(b, 1, 1, 1)
     brightness = brightness.to(images.device).view(b, 1, 1, 1)
-    out = (out - mean) * contrast + mean + brightness
-    if cfg.blur > 0:
-        out = gaussian_blur(out, (u[:, 7] + 1) / 2 * cfg.blur)
-    if cfg.noise > 0:
-        std = ((u[:, 8] + 1) / 2 * cfg.noise).view(b, 1, 1, 1)
-        out = out + (std * pixel_noise).to(images.device, non_blocking=True)
-    return out.clamp_(0.0, 1.0)
-
-
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Blur each image of a [B, C, H, W] batch with its own sigma (pixels; 0 leaves it as is).
-
-    Separable and reflect-padded, with every image's kernel in one grouped convolution.
-    """
-    b, c, h, w = images.shape
-    radius = max(1, math.ceil(3 * float(sigma.max())))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    s = sigma.float().clamp_min(1e-3).view(b, 1)
-    kernel = torch.exp(-0.5 * (offsets.view(1, -1) / s) ** 2)
-    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).to(images.device, images.dtype)
-    kernel = kernel.repeat_interleave(c, dim=0)  # one row per (image, channel)
-    x = images.reshape(1, b * c, h, w)
-    x = nnf.conv2d(nnf.pad(x, (radius, radius, 0, 0), mode="reflect"),
-                   kernel.view(b * c, 1, 1, -1), groups=b * c)
-    x = nnf.conv2d(nnf.pad(x, (0, 0, radius, radius), mode="reflect"),
-                   kernel.view(b * c, 1, -1, 1), groups=b * c)
-    return x.view(b, c, h, w)
-
-
-def mixup(images: torch.Tensor, labels: torch.Tensor, probability: float,
-          gen: torch.Generator, num_classes: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blend each image, with `probability`, with another of the batch, and its label likewise.
-
-    The weight of the other image is uniform in [0, 0.5], so the image keeps its own identity
-    and a label that is at least half its own. Trained this way, a classifier answers a faint
-    lesion with a weak pneumonia score instead of the full one, so a counterfactual has to
-    remove the whole lesion, not just enough of it to cross the threshold. Returns the images
-    and soft targets [B, num_classes] (the labels unchanged when `probability` is 0); draws
-    the same numbers whatever `probability` is.
-    """
-    b = images.shape[0]
-    u = torch.rand(b, 2, generator=gen)
-    partner = torch.randperm(b, generator=gen)
-    if probability <= 0:
-        return images, labels
-    weight = torch.where(u[:, 0] < probability, u[:, 1] * 0.5, 0.0).to(images.device)
-    onehot = nnf.one_hot(labels, num_classes).float()
-    targets = (1 - weight)[:, None] * onehot + weight[:, None] * onehot[partner.to(labels.device)]
-    w = weight.view(b, 1, 1, 1).to(images.dtype)
-    return (1 - w) * images + w * images[partner.to(images.device)], targets
+    return ((out - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
 
 
 class WeightEMA:

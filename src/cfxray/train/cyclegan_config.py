@@ -40,13 +40,13 @@ class CycleGANTrainConfig:
     mu_identity: float = 0.0
     gamma_counter: float = 1.0
     counter_form: str = "margin"  # mse (the published form) | margin | logloss
-    counter_margin: float = 2.0
-    sparsity: float = 10.0  # weight of the mean absolute change: keeps counterfactuals minimal
+    counter_margin: float = 5.0
+    sparsity: float = 5.0  # weight of the mean absolute change: keeps counterfactuals minimal
     cycle_noise: float = 0.0  # noise std on fakes entering the cycle, against steganography
-    tv_change: float = 0.0  # weight of the change map's total variation: smooth edits, no stripes
+    tv_change: float = 150.0  # weight of the change map's total variation: smooth edits, no stripes
     # Optimisation.
-    epochs: int = 3
-    decay_epochs: int = 1  # the last epochs, over which the learning rate falls linearly to 0
+    epochs: int = 5
+    decay_epochs: int = 2  # the last epochs, over which the learning rate falls linearly to 0
     batch_size: int = 4  # images per domain and step, split across torchrun processes
     lr: float = 2e-4
     beta1: float = 0.5

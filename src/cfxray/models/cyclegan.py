@@ -1,7 +1,7 @@
 """The counterfactual CycleGAN objective and its update step.
 
 L = w_adv * (L_GAN(G, D_P) + L_GAN(F, D_N)) + lambda * L_cycle + mu * L_identity
-    + gamma * L_counter + w_sparsity * L_sparsity
+    + gamma * L_counter + w_sparsity * L_sparsity + w_tv * L_tv
 L_cycle = |F(G(x)) - x| + s_P * |G(F(y)) - y|
 
 G = n2p (NORMAL -> PNEUMONIA), F = p2n. L_GAN is least squares (LSGAN). L_counter pushes the
@@ -9,6 +9,7 @@ frozen classifier C towards the one-hot TARGET class of each direction, (0, 1) f
 (1, 0) for F, with C seeing the generator output exactly as it sees any image (C maps [0, 1]
 images to logits itself). L_sparsity is the mean absolute change a generator makes: it keeps
 counterfactuals minimal, so the difference map shows what C needs changed and no more.
+L_tv is the total variation of those changes: it keeps them smooth (see `change_variation`).
 
 s_P (`cycle_p_scale`; 1 in the published objective) weighs the PNEUMONIA -> NORMAL ->
 PNEUMONIA cycle. A lesion-free counterfactual carries no information on where the lesions

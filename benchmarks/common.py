@@ -58,7 +58,7 @@ DEFAULT = Profile(
         # batch of params.yaml.
         "demo": {"size": 64, "ngf": DEMO_GENERATOR[0], "n_blocks": DEMO_GENERATOR[1],
                  "cyclegan_batch": CycleGANTrainConfig.batch_size,
-                 "classifier_batch": 32},
+                 "classifier_batch": 64},
         # Full size: 256 px, ngf 64, 9 blocks, batch 1 (the CycleGAN paper's setting); the
         # classifier at 256 px with a batch of 32.
         "full": {"size": 256, "ngf": 64, "n_blocks": 9, "cyclegan_batch": 1,

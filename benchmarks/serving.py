@@ -35,15 +35,18 @@ def serving_settings(profile: Profile, threads: int) -> Any:
     Measured here at concurrency 4: one instance with 2 intra-op threads lost 30% to
     in-process onnxruntime, two single-threaded instances lost about 1% (and the in-process
     reference itself is faster with single-threaded sessions): a convolution at batch 1-4
-    splits poorly over threads, while independent requests keep both cores busy. Batches grow
-    up to the highest concurrency; the queue delay is far below one image's compute time, so
-    a lone request barely pays for waiting.
+    splits poorly over threads, while independent requests keep both cores busy. No queue
+    delay: with a delay (500 µs measured) the scheduler holds the second of two concurrent
+    requests to batch it with the first, so one instance runs a batch of two while the other
+    idles (throughput at concurrency 2 half of in-process). Without one, a request goes to
+    any free instance at once, and batches form only from requests that queued while every
+    instance was busy, which is when batching pays.
     """
     from cfxray.export.model_repository import ServingSettings
 
     top = max(profile.concurrency)
     return ServingSettings(max_batch_size=top, preferred_batch_sizes=(top,),
-                           max_queue_delay_microseconds=500, instance_count=threads,
+                           max_queue_delay_microseconds=0, instance_count=threads,
                            instance_kind="KIND_CPU", intra_op_threads=1)
 
 

@@ -15,7 +15,9 @@ the full-size generator at 256 px (worst SSIM against fp32): every convolution b
 first and last 0.96; the whole trunk 0.975; the trunk less its ends 0.981, at most of the
 speed. Percentile calibration at 99.99 beat 99.999, 99.9, min-max and entropy there. A
 quantized model is only accepted when its outputs stay structurally identical to the fp32
-model's (SSIM against the fp32 output).
+model's (SSIM against the fp32 output). On trained demo generators (ngf 16, served at 64 px)
+int8 kept every output at SSIM 1.000 (change maps within 1 % relative L1) but ran only
+1.15-1.2x faster: convolutions that small barely pay for the quantize/dequantize steps.
 """
 
 from __future__ import annotations

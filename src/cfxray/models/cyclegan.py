@@ -37,8 +37,8 @@ from cfxray.errors import UserError
 from cfxray.models.networks import PatchDiscriminator, ResnetGenerator
 
 COUNTER_FORMS = ("mse", "margin", "logloss")
-LOSS_KEYS = ("adv", "cycle", "identity", "counter", "sparsity", "variation", "g_total", "d_p", "d_n",
-             "flip_n2p", "flip_p2n")
+LOSS_KEYS = ("adv", "cycle", "identity", "counter", "sparsity", "variation", "g_total", "d_p",
+             "d_n", "flip_n2p", "flip_p2n")
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ class LossConfig:
         if self.counter_form not in COUNTER_FORMS:
             raise UserError(f"unknown counterfactual loss form {self.counter_form!r}; "
                             f"choose one of {COUNTER_FORMS}")
-        weights = (self.adversarial, self.lambda_cycle, self.cycle_p_scale, self.mu_identity, self.gamma_counter,
-                   self.sparsity, self.counter_margin, self.cycle_noise, self.tv_change)
+        weights = (self.adversarial, self.lambda_cycle, self.cycle_p_scale, self.mu_identity,
+                   self.gamma_counter, self.sparsity, self.counter_margin, self.cycle_noise,
+                   self.tv_change)
         if min(weights) < 0:
             raise UserError("loss weights and the margin must be non-negative")
 

@@ -75,7 +75,6 @@ class EvalResult:
     accuracy: float
 
 
-
 def _intensity_stats(data: SplitData, chunk: int = 512) -> tuple[float, float]:
     """Training-set mean and std of [0, 1] intensities, the classifier's normalisation."""
     total = total_sq = 0.0

@@ -83,7 +83,6 @@ class Progress:
     train_seconds: float = 0.0  # time spent training, summed over resumed sessions
 
 
-
 def domain_order(count: int, length: int, seed: int) -> torch.Tensor:
     """`length` indices into one domain: seeded permutations of `count`, concatenated."""
     gen = torch.Generator().manual_seed(seed)
@@ -106,9 +105,9 @@ class CycleGANRun:
         self.classifier = prepare_model(load_classifier(classifier_path, expect_size=size), device)
         self.oracle = (prepare_model(load_classifier(oracle_path, expect_size=size), device)
                        if oracle_path else None)
-        self.gen_config = GeneratorConfig(image_size=size, channels=1, **cfg.generator_values())
+        self.gen_config = cfg.settings_for(GeneratorConfig, image_size=size, channels=1)
         self.gen_config.validate()
-        self.losses = LossConfig(**cfg.loss_values())
+        self.losses = cfg.settings_for(LossConfig)
         self.losses.validate()
         if cfg.batch_size < 1 or cfg.epochs < 1 or not 0 <= cfg.decay_epochs <= cfg.epochs:
             raise UserError("need batch_size >= 1, epochs >= 1 and 0 <= decay_epochs <= epochs")

@@ -13,9 +13,6 @@ from typing import Any
 # resumed with other values of these.
 OPERATIONAL = frozenset({"checkpoint_every", "log_every", "eval_batch_size", "device",
                          "max_steps", "sample_count"})
-GENERATOR_KEYS = ("ngf", "n_blocks", "n_downsampling", "variant", "upsampling")
-LOSS_KEYS = ("adversarial", "lambda_cycle", "cycle_p_scale", "mu_identity", "gamma_counter", "counter_form",
-             "counter_margin", "sparsity", "cycle_noise", "tv_change")
 
 
 @dataclass(frozen=True)
@@ -61,11 +58,13 @@ class CycleGANTrainConfig:
     device: str = "auto"
     max_steps: int = 0  # stop (with a checkpoint) after this many steps in total; 0: no limit
 
-    def generator_values(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in GENERATOR_KEYS}
-
-    def loss_values(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in LOSS_KEYS}
+    def settings_for(self, settings_class: type, **given: Any) -> Any:
+        """A model-side settings dataclass (GeneratorConfig, LossConfig) filled from this
+        config's fields of the same names, plus `given`. Its field list is the only list: a
+        field added there and not here fails loudly instead of taking that class's default."""
+        values = {f.name: getattr(self, f.name) for f in fields(settings_class)
+                  if f.name not in given}
+        return settings_class(**given, **values)
 
     def run_config(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""

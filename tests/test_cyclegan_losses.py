@@ -227,3 +227,18 @@ def test_change_variation_weight_enters_the_generator_loss():
     assert variation_off == 0.0
     assert variation_on == pytest.approx(expected)
     assert total_on - total_off == pytest.approx(3.0 * expected, rel=1e-4)
+
+
+def test_other_class_weight_adds_real_images_of_the_other_class_as_fakes():
+    _, discs, _ = _models()
+    real_p, fake_p, real_n, fake_n = (torch.rand(2, 1, 32, 32) for _ in range(4))
+    with torch.no_grad():
+        base_p, base_n = discs(real_p, fake_p, real_n, fake_n)
+        with_p, with_n = discs(real_p, fake_p, real_n, fake_n, other_class=2.0)
+        # D_P must call real NORMAL images fake (0), D_N real PNEUMONIA images.
+        other_p = (discs.d_p(real_n) ** 2).mean()
+        other_n = (discs.d_n(real_p) ** 2).mean()
+    assert float(with_p - base_p) == pytest.approx(float(other_p), rel=1e-5)
+    assert float(with_n - base_n) == pytest.approx(float(other_n), rel=1e-5)
+    with pytest.raises(UserError):
+        LossConfig(d_other_class=-1.0).validate()

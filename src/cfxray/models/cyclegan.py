@@ -53,6 +53,7 @@ class LossConfig:
     sparsity: float = 0.0
     cycle_noise: float = 0.0
     tv_change: float = 0.0
+    d_other_class: float = 0.0
 
     def validate(self) -> None:
         if self.counter_form not in COUNTER_FORMS:
@@ -60,7 +61,7 @@ class LossConfig:
                             f"choose one of {COUNTER_FORMS}")
         weights = (self.adversarial, self.lambda_cycle, self.cycle_p_scale, self.mu_identity,
                    self.gamma_counter, self.sparsity, self.counter_margin, self.cycle_noise,
-                   self.tv_change)
+                   self.tv_change, self.d_other_class)
         if min(weights) < 0:
             raise UserError("loss weights and the margin must be non-negative")
 
@@ -170,17 +171,27 @@ class GeneratorPair(nn.Module):
 
 
 class DiscriminatorPair(nn.Module):
-    """D_P judges the PNEUMONIA domain, D_N the NORMAL domain."""
+    """D_P judges the PNEUMONIA domain, D_N the NORMAL domain.
+
+    With `other_class` > 0 each discriminator also learns that a real image of the other
+    class is not of its domain (weighted by `other_class`): D_N then learns what a lesion
+    looks like from real PNEUMONIA images, not only from the fakes, so it keeps flagging the
+    faint lesion remnant a counterfactual leaves once the frozen classifier is satisfied.
+    """
 
     def __init__(self, d_p: PatchDiscriminator, d_n: PatchDiscriminator) -> None:
         super().__init__()
         self.d_p, self.d_n = d_p, d_n
 
     def forward(self, real_p: torch.Tensor, fake_p: torch.Tensor, real_n: torch.Tensor,
-                fake_n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                fake_n: torch.Tensor,
+                other_class: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Both discriminators' LSGAN losses on real images and (pooled) fakes."""
         loss_p = 0.5 * (lsgan_loss(self.d_p(real_p), True) + lsgan_loss(self.d_p(fake_p), False))
         loss_n = 0.5 * (lsgan_loss(self.d_n(real_n), True) + lsgan_loss(self.d_n(fake_n), False))
+        if other_class > 0:
+            loss_p = loss_p + 0.5 * other_class * lsgan_loss(self.d_p(real_n), False)
+            loss_n = loss_n + 0.5 * other_class * lsgan_loss(self.d_n(real_p), False)
         return loss_p, loss_n
 
 
@@ -250,7 +261,7 @@ class CycleGANStep:
         fake_p = self.pool_p.query(out["fake_p"].detach().float())
         fake_n = self.pool_n.query(out["fake_n"].detach().float())
         with self.autocast():
-            loss_p, loss_n = self.discs(y_p, fake_p, x_n, fake_n)
+            loss_p, loss_n = self.discs(y_p, fake_p, x_n, fake_n, self.losses.d_other_class)
         (loss_p + loss_n).backward()
         self.opt_d.step()
         terms.update(d_p=loss_p, d_n=loss_n)

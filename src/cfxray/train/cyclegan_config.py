@@ -41,6 +41,7 @@ class CycleGANTrainConfig:
     sparsity: float = 5.0  # weight of the mean absolute change: keeps counterfactuals minimal
     cycle_noise: float = 0.0  # noise std on fakes entering the cycle, against steganography
     tv_change: float = 150.0  # weight of the change map's total variation: smooth edits, no stripes
+    d_other_class: float = 0.0  # weight of real other-class images as fakes for each discriminator
     # Optimisation.
     epochs: int = 5
     decay_epochs: int = 2  # the last epochs, over which the learning rate falls linearly to 0

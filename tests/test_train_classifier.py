@@ -22,8 +22,10 @@ from cfxray.train.configs import ClassifierTrainConfig
 
 torch.set_num_threads(1)
 
+# auc_tolerance 0: the kept epoch is the one with the best validation AUC (ties: lower loss),
+# which the first test can check from the log; the tolerance has its own test.
 FAST = ClassifierTrainConfig(arch="smallcnn", epochs=3, batch_size=16, lr=3e-3, ema_decay=0.8,
-                             checkpoint_every=4, log_every=2)
+                             checkpoint_every=4, log_every=2, auc_tolerance=0.0)
 
 
 def _train(data: Path, out: Path, cfg: ClassifierTrainConfig = FAST, **kw) -> dict:
@@ -57,6 +59,43 @@ def test_training_learns_and_writes_every_artifact(blob_data, tmp_path, capsys):
     assert lineage["metrics"]["test_auc"] == metrics["test_auc"]
     assert Path(lineage["inputs"]["data"]["path"]) == blob_data.resolve()
     assert "test AUC" in capsys.readouterr().out
+
+
+def _kept_epoch(history: list[tuple[float, float]], tolerance: float) -> int:
+    progress = trainer.Progress()
+    for epoch, (auc, loss) in enumerate(history, start=1):
+        val = trainer.EvalResult(auc=auc, loss=loss, accuracy=0.0)
+        progress.peak_auc = max(progress.peak_auc, auc)
+        if trainer.improves(val, progress, tolerance):
+            progress.best_auc, progress.best_val_loss, progress.best_epoch = auc, loss, epoch
+    return progress.best_epoch
+
+
+def test_near_ties_in_auc_keep_the_better_calibrated_epoch():
+    # Validation (AUC, loss) per epoch of a measured ResNet-18 run: epoch 3 ranks best by a
+    # hair but was miscalibrated (accuracy 0.84); epoch 7 (accuracy 0.996) is the one to keep.
+    measured = [(0.9888, 0.0919), (0.9868, 0.2638), (0.9988, 0.3974), (0.9901, 0.0572),
+                (0.9940, 0.0429), (0.9980, 0.0314), (0.9982, 0.0298)]
+    assert _kept_epoch(measured, 0.0) == 3
+    assert _kept_epoch(measured, 0.002) == 7
+    # Ties are judged against the best AUC seen, so small losses cannot walk the AUC down.
+    drifting = [(0.990, 1.0), (0.989, 0.5), (0.988, 0.4), (0.987, 0.3)]
+    assert _kept_epoch(drifting, 0.002) == 3
+    # A clearly better ranker wins whatever its loss.
+    assert _kept_epoch([(0.95, 0.1), (0.99, 0.9)], 0.002) == 2
+
+
+def test_small_stem_is_a_resnet18_option_only():
+    from cfxray.models.classifier import ClassifierConfig, build_classifier
+
+    small = build_classifier(ClassifierConfig(arch="resnet18", image_size=32, stem="small"))
+    wide = build_classifier(ClassifierConfig(arch="resnet18", image_size=32))
+    assert small.net.conv1.stride == (1, 1) and wide.net.conv1.stride == (2, 2)
+    assert small(torch.rand(2, 1, 32, 32)).shape == (2, 2)
+    with pytest.raises(UserError, match="resnet18 only"):
+        build_classifier(ClassifierConfig(arch="smallcnn", stem="small"))
+    with pytest.raises(UserError, match="unknown classifier stem"):
+        build_classifier(ClassifierConfig(arch="resnet18", stem="tiny"))
 
 
 def test_logits_out_softmax_only_in_probabilities(blob_data, tmp_path):

@@ -21,6 +21,10 @@ from torchvision import models as tvm
 from cfxray.errors import UserError
 
 ARCHITECTURES = ("resnet18", "densenet121", "efficientnet_b0", "smallcnn")
+# imagenet: torchvision's 7x7 stride-2 convolution (then max-pooling), 4x less resolution
+# from the first layer on. small (ResNet-18 only): a 3x3 stride-1 convolution, for small
+# images: the residual stages see twice the resolution, at four times the compute.
+STEMS = ("imagenet", "small")
 
 
 @dataclass(frozen=True)
@@ -31,13 +35,20 @@ class ClassifierConfig:
     mean: float = 0.5
     std: float = 0.25
     num_classes: int = 2
+    stem: str = "imagenet"
 
 
-def _backbone(arch: str, num_classes: int) -> nn.Module:
+def _backbone(arch: str, num_classes: int, stem: str = "imagenet") -> nn.Module:
     """A torchvision network (random init, never downloaded) with a 1-channel stem."""
+    if stem not in STEMS:
+        raise UserError(f"unknown classifier stem {stem!r}; choose one of {STEMS}")
+    if stem != "imagenet" and arch != "resnet18":
+        raise UserError(f"stem {stem!r} is for resnet18 only, not {arch}")
     if arch == "resnet18":
         net = tvm.resnet18(weights=None, num_classes=num_classes)
-        net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        net.conv1 = (nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
+                     if stem == "small" else
+                     nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False))
         return net
     if arch == "densenet121":
         net = tvm.densenet121(weights=None, num_classes=num_classes)
@@ -63,7 +74,7 @@ class XrayClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        self.net = _backbone(config.arch, config.num_classes)
+        self.net = _backbone(config.arch, config.num_classes, config.stem)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != self.config.in_channels:

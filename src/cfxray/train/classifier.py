@@ -63,6 +63,7 @@ class Progress:
     batch_in_epoch: int = 0  # optimiser steps done inside the current epoch
     best_auc: float = -1.0
     best_val_loss: float = float("inf")
+    peak_auc: float = -1.0  # the highest validation AUC so far (the kept epoch may be below it)
     best_epoch: int = 0
     bad_epochs: int = 0
     early_stopped: bool = False
@@ -73,6 +74,21 @@ class EvalResult:
     auc: float
     loss: float
     accuracy: float
+
+
+def improves(val: EvalResult, progress: Progress, tolerance: float) -> bool:
+    """Whether this epoch replaces the kept checkpoint.
+
+    AUC ranks images but ignores the decision threshold. On a validation split of a few
+    hundred images, epochs within `tolerance` of the best AUC seen are equally good rankers,
+    and among them the lower validation loss (the better calibrated model) is kept: measured,
+    a ResNet-18 epoch with AUC 0.9988 but accuracy 0.84 beat one with 0.9982 and 0.996 on AUC
+    alone. `progress.peak_auc` must already include this epoch.
+    """
+    floor = progress.peak_auc - tolerance
+    if val.auc < floor:
+        return False
+    return progress.best_auc < floor or val.loss < progress.best_val_loss
 
 
 def _intensity_stats(data: SplitData, chunk: int = 512) -> tuple[float, float]:
@@ -127,7 +143,7 @@ class ClassifierRun:
                             f"{ctx.world_size} processes")
         mean, std = _intensity_stats(train)
         self.model_config = ClassifierConfig(arch=cfg.arch, image_size=cfg.image_size or train.size,
-                                             mean=mean, std=std)
+                                             mean=mean, std=std, stem=cfg.stem)
 
         seed_everything(cfg.seed)  # same initial weights on every rank
         model = build_classifier(self.model_config)
@@ -274,7 +290,8 @@ class ClassifierRun:
         p.batch_in_epoch = 0
         self.loss_sum.zero_()
         self.loss_count.zero_()
-        if (val.auc, -val.loss) > (p.best_auc, -p.best_val_loss):
+        p.peak_auc = max(p.peak_auc, val.auc)
+        if improves(val, p, self.cfg.auc_tolerance):
             p.best_auc, p.best_val_loss, p.best_epoch, p.bad_epochs = val.auc, val.loss, p.epoch, 0
             if self.ctx.is_main:
                 save_atomic(classifier_state(self.kept_model, {

@@ -18,12 +18,14 @@ class ClassifierTrainConfig:
     """Every knob of a classifier run; each is a `train_classifier` key in params.yaml."""
 
     arch: str = "resnet18"
+    stem: str = "imagenet"
     image_size: int = 0  # 0: the data's size (the model resizes inside `forward` otherwise)
     epochs: int = 12
     batch_size: int = 64  # global batch, split across torchrun processes
     lr: float = 2e-3  # peak of the one-cycle schedule
     weight_decay: float = 1e-4
     patience: int = 4  # epochs without a better validation AUC before stopping
+    auc_tolerance: float = 0.002  # val AUCs this close to the best tie; lower val loss wins
     seed: int = 1234
     balanced_loss: bool = True  # class-weighted cross-entropy against class imbalance
     ema_decay: float = 0.0  # >0: validate and keep a moving average of the weights

@@ -43,8 +43,8 @@ class CycleGANTrainConfig:
     tv_change: float = 150.0  # weight of the change map's total variation: smooth edits, no stripes
     d_other_class: float = 0.0  # weight of real other-class images as fakes for each discriminator
     # Optimisation.
-    epochs: int = 5
-    decay_epochs: int = 2  # the last epochs, over which the learning rate falls linearly to 0
+    epochs: int = 7
+    decay_epochs: int = 3  # the last epochs, over which the learning rate falls linearly to 0
     batch_size: int = 4  # images per domain and step, split across torchrun processes
     lr: float = 2e-4
     beta1: float = 0.5

@@ -55,14 +55,14 @@ DEFAULT = Profile(
     concurrency=(1, 2, 4, 8), serving_seconds=6.0,
     training={
         # The demo: prepared data at 64 px, the CycleGAN trainer's defaults and the classifier
-        # batch of params.yaml.
+        # batch and stem of params.yaml.
         "demo": {"size": 64, "ngf": DEMO_GENERATOR[0], "n_blocks": DEMO_GENERATOR[1],
                  "cyclegan_batch": CycleGANTrainConfig.batch_size,
-                 "classifier_batch": 64},
+                 "classifier_batch": 64, "classifier_stem": "small"},
         # Full size: 256 px, ngf 64, 9 blocks, batch 1 (the CycleGAN paper's setting); the
-        # classifier at 256 px with a batch of 32.
+        # classifier at 256 px with a batch of 32 and torchvision's stem.
         "full": {"size": 256, "ngf": 64, "n_blocks": 9, "cyclegan_batch": 1,
-                 "classifier_batch": 32},
+                 "classifier_batch": 32, "classifier_stem": "standard"},
     },
     train_steps=3, quant_model="full", quant_size=256, quant_batch=1, calibration_images=16,
 )
@@ -72,9 +72,9 @@ QUICK = Profile(
     compile=False, min_repeats=2, min_seconds=0.0, matmul_size=256, serving_size=32,
     serving_model="demo", concurrency=(1, 2), serving_seconds=0.5,
     training={"demo": {"size": 32, "ngf": 8, "n_blocks": 1, "cyclegan_batch": 2,
-                       "classifier_batch": 8},
+                       "classifier_batch": 8, "classifier_stem": "small"},
               "full": {"size": 32, "ngf": 8, "n_blocks": 2, "cyclegan_batch": 1,
-                       "classifier_batch": 4}},
+                       "classifier_batch": 4, "classifier_stem": "standard"}},
     train_steps=2, quant_model="full", quant_size=32, quant_batch=2, calibration_images=4,
     check_images=4,
 )

@@ -67,7 +67,8 @@ def cyclegan_step(cfg: dict[str, Any], device: torch.device,
     discs = DiscriminatorPair(build_discriminator(), build_discriminator())
     for net in (gens, discs):
         init_weights(net)
-    classifier = build_classifier(ClassifierConfig(image_size=size)).eval()
+    classifier = build_classifier(ClassifierConfig(image_size=size,
+                                                   stem=cfg["classifier_stem"])).eval()
     for p in classifier.parameters():
         p.requires_grad_(False)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -114,8 +115,8 @@ def classifier_step(cfg: dict[str, Any], device: torch.device,
     data = SplitData(images=images, labels=torch.arange(len(images)) % 2,
                      files=[""] * len(images), patient_ids=[""] * len(images))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_classifier(ClassifierConfig(image_size=size)).to(device,
-                                                                   memory_format=memory_format)
+    model = build_classifier(ClassifierConfig(image_size=size, stem=cfg["classifier_stem"])).to(
+        device, memory_format=memory_format)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     criterion = torch.nn.CrossEntropyLoss()

@@ -85,17 +85,23 @@ def test_near_ties_in_auc_keep_the_better_calibrated_epoch():
     assert _kept_epoch([(0.95, 0.1), (0.99, 0.9)], 0.002) == 2
 
 
-def test_small_stem_is_a_resnet18_option_only():
-    from cfxray.models.classifier import ClassifierConfig, build_classifier
+def test_small_stem_is_a_resnet18_option_for_small_images():
+    from cfxray.models.classifier import ClassifierConfig, build_classifier, resolve_stem
 
     small = build_classifier(ClassifierConfig(arch="resnet18", image_size=32, stem="small"))
-    wide = build_classifier(ClassifierConfig(arch="resnet18", image_size=32))
-    assert small.net.conv1.stride == (1, 1) and wide.net.conv1.stride == (2, 2)
+    standard = build_classifier(ClassifierConfig(arch="resnet18", image_size=32))
+    assert small.net.conv1.stride == (1, 1) and standard.net.conv1.stride == (2, 2)
     assert small(torch.rand(2, 1, 32, 32)).shape == (2, 2)
+    assert resolve_stem("auto", "resnet18", 64) == "small"
+    assert resolve_stem("auto", "resnet18", 512) == "standard"
+    assert resolve_stem("auto", "smallcnn", 64) == "standard"
+    assert resolve_stem("standard", "resnet18", 64) == "standard"
     with pytest.raises(UserError, match="resnet18 only"):
-        build_classifier(ClassifierConfig(arch="smallcnn", stem="small"))
+        resolve_stem("small", "smallcnn", 64)
     with pytest.raises(UserError, match="unknown classifier stem"):
-        build_classifier(ClassifierConfig(arch="resnet18", stem="tiny"))
+        resolve_stem("tiny", "resnet18", 64)
+    with pytest.raises(UserError, match="does not fit"):
+        build_classifier(ClassifierConfig(arch="densenet121", stem="small"))
 
 
 def test_logits_out_softmax_only_in_probabilities(blob_data, tmp_path):

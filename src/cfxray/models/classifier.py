@@ -21,10 +21,13 @@ from torchvision import models as tvm
 from cfxray.errors import UserError
 
 ARCHITECTURES = ("resnet18", "densenet121", "efficientnet_b0", "smallcnn")
-# imagenet: torchvision's 7x7 stride-2 convolution (then max-pooling), 4x less resolution
-# from the first layer on. small (ResNet-18 only): a 3x3 stride-1 convolution, for small
-# images: the residual stages see twice the resolution, at four times the compute.
-STEMS = ("imagenet", "small")
+# standard: the architecture's own first layer (for ResNet-18 torchvision's 7x7 stride-2
+# convolution, then max-pooling: a quarter of the resolution from the first layer on).
+# small (ResNet-18 only): a 3x3 stride-1 convolution, so the residual stages see twice the
+# resolution at four times the compute. Measured on 64 px phantoms (docs/CLASSIFIER.md), it
+# makes the classifier see faint opacity that the standard stem averages away.
+STEMS = ("standard", "small")
+SMALL_STEM_BELOW = 128  # `auto` picks the small stem for ResNet-18 inputs under this size
 
 
 @dataclass(frozen=True)
@@ -35,15 +38,24 @@ class ClassifierConfig:
     mean: float = 0.5
     std: float = 0.25
     num_classes: int = 2
-    stem: str = "imagenet"
+    stem: str = "standard"
 
 
-def _backbone(arch: str, num_classes: int, stem: str = "imagenet") -> nn.Module:
-    """A torchvision network (random init, never downloaded) with a 1-channel stem."""
+def resolve_stem(stem: str, arch: str, image_size: int) -> str:
+    """The stem a new model gets: `auto` is the small stem for a ResNet-18 on small images."""
+    if stem == "auto":
+        return "small" if arch == "resnet18" and image_size < SMALL_STEM_BELOW else "standard"
     if stem not in STEMS:
-        raise UserError(f"unknown classifier stem {stem!r}; choose one of {STEMS}")
-    if stem != "imagenet" and arch != "resnet18":
-        raise UserError(f"stem {stem!r} is for resnet18 only, not {arch}")
+        raise UserError(f"unknown classifier stem {stem!r}; choose auto or one of {STEMS}")
+    if stem == "small" and arch != "resnet18":
+        raise UserError(f"stem 'small' is for resnet18 only, not {arch}")
+    return stem
+
+
+def _backbone(arch: str, num_classes: int, stem: str = "standard") -> nn.Module:
+    """A torchvision network (random init, never downloaded) with a 1-channel stem."""
+    if stem not in STEMS or (stem == "small" and arch != "resnet18"):
+        raise UserError(f"classifier stem {stem!r} does not fit {arch}")
     if arch == "resnet18":
         net = tvm.resnet18(weights=None, num_classes=num_classes)
         net.conv1 = (nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)

@@ -28,6 +28,7 @@ from cfxray.models.classifier import (
     classifier_state,
     load_classifier,
     load_weights_file,
+    resolve_stem,
 )
 from cfxray.train import distributed as D
 from cfxray.train.checkpoint import (
@@ -142,8 +143,9 @@ class ClassifierRun:
             raise UserError(f"batch_size {cfg.batch_size} does not split evenly over "
                             f"{ctx.world_size} processes")
         mean, std = _intensity_stats(train)
-        self.model_config = ClassifierConfig(arch=cfg.arch, image_size=cfg.image_size or train.size,
-                                             mean=mean, std=std, stem=cfg.stem)
+        size = cfg.image_size or train.size
+        self.model_config = ClassifierConfig(arch=cfg.arch, image_size=size, mean=mean, std=std,
+                                             stem=resolve_stem(cfg.stem, cfg.arch, size))
 
         seed_everything(cfg.seed)  # same initial weights on every rank
         model = build_classifier(self.model_config)

@@ -18,7 +18,7 @@ class ClassifierTrainConfig:
     """Every knob of a classifier run; each is a `train_classifier` key in params.yaml."""
 
     arch: str = "resnet18"
-    stem: str = "imagenet"
+    stem: str = "auto"  # resnet18: auto | small | standard (cfxray.models.classifier.STEMS)
     image_size: int = 0  # 0: the data's size (the model resizes inside `forward` otherwise)
     epochs: int = 12
     batch_size: int = 64  # global batch, split across torchrun processes

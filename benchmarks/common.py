@@ -121,6 +121,34 @@ def measure(fn: Callable[[], object], min_repeats: int, min_seconds: float,
     return Timing(statistics.median(times), min(times), max(times), len(times))
 
 
+def measure_interleaved(fns: dict[str, Callable[[], object]], min_repeats: int,
+                        min_seconds: float, rounds: int = 3) -> dict[str, Timing]:
+    """`measure` for backends compared with each other: timed in `rounds` blocks each, the
+    blocks interleaved (order rotating), so every backend sees the same machine. On a shared
+    2-core VM, windows a few seconds apart differ by 10-20 %, as much as the speed-ups being
+    measured. Each block starts with an untimed call: the other backend's thread pool may still
+    be spinning (onnxruntime and OpenMP both spin-wait after work): timed call by call, the
+    demo generator's eager median came out 30 % slower right after onnxruntime calls."""
+    warm = {name: measure(fn, 1, 0.0, warmup=1).median_s for name, fn in fns.items()}
+    if max(warm.values()) > HEAVY_CALL_S:
+        min_repeats, min_seconds, rounds = min(min_repeats, 2), 0.0, 1
+    per_block = max(1, -(-min_repeats // rounds))
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fns[name]()
+            started = time.perf_counter()
+            block: list[float] = []
+            while len(block) < per_block or time.perf_counter() - started < min_seconds / rounds:
+                t0 = time.perf_counter()
+                fns[name]()
+                block.append(time.perf_counter() - t0)
+            times[name].extend(block)
+    return {name: Timing(statistics.median(t), min(t), max(t), len(t))
+            for name, t in times.items()}
+
+
 # ----- memory ---------------------------------------------------------------------------------
 def _status_kb(pid: int | str, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.common import Profile, measure, rounded, xray_images
+from benchmarks.common import Profile, measure, measure_interleaved, rounded, xray_images
 from benchmarks.models import (
     flops_per_image,
     generator,
@@ -80,8 +80,8 @@ def run(profile: Profile, peak_gflops: float, threads: int, workdir: Path) -> di
                 "channels_last": _torch_runner(channels_last, images),
                 "onnxruntime": lambda s=session, x=images: s.run(None, {"IMAGE": x}),
             }
-            for backend, fn in runners.items():
-                t = measure(fn, profile.min_repeats, profile.min_seconds)
+            timings = measure_interleaved(runners, profile.min_repeats, profile.min_seconds)
+            for backend, t in timings.items():
                 rows.append(_row(name, size, batch, backend, t.median_s, flops, peak_gflops,
                                  spread_s=[rounded(t.min_s), rounded(t.max_s)]))
             if profile.compile and _compile_here(name, size, batch, profile):

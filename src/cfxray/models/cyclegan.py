@@ -17,7 +17,8 @@ were, so a strong cycle there can only be met by leaving a faint or encoded lesi
 (measured: bright dashes in the lungs that G decodes back into the lesion). The NORMAL ->
 PNEUMONIA -> NORMAL cycle has no such conflict.
 
-Both discriminators learn from real images and from fakes replayed from a history pool each.
+Both discriminators learn from real images and from fakes replayed from a history pool each;
+with `d_other_class` > 0 also that real images of the other class are not of their domain.
 """
 
 from __future__ import annotations

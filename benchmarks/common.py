@@ -111,6 +111,13 @@ def measure(fn: Callable[[], object], min_repeats: int, min_seconds: float,
         warm_s = time.perf_counter() - t0
     if warm_s > HEAVY_CALL_S:
         min_repeats, min_seconds = min(min_repeats, 1 if warm_s > VERY_HEAVY_CALL_S else 2), 0.0
+    return _timing(_timed_calls(fn, min_repeats, min_seconds, max_repeats))
+
+
+def _timed_calls(fn: Callable[[], object], min_repeats: int, min_seconds: float,
+                 max_repeats: int = 50) -> list[float]:
+    """Wall times of calls to `fn`: at least `min_repeats` and `min_seconds`, at most
+    `max_repeats` calls."""
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < max_repeats and (len(times) < min_repeats
@@ -118,6 +125,10 @@ def measure(fn: Callable[[], object], min_repeats: int, min_seconds: float,
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    return times
+
+
+def _timing(times: list[float]) -> Timing:
     return Timing(statistics.median(times), min(times), max(times), len(times))
 
 
@@ -129,7 +140,7 @@ def measure_interleaved(fns: dict[str, Callable[[], object]], min_repeats: int,
     measured. Each block starts with an untimed call: the other backend's thread pool may still
     be spinning (onnxruntime and OpenMP both spin-wait after work): timed call by call, the
     demo generator's eager median came out 30 % slower right after onnxruntime calls."""
-    warm = {name: measure(fn, 1, 0.0, warmup=1).median_s for name, fn in fns.items()}
+    warm = {name: _timed_calls(fn, 1, 0.0)[0] for name, fn in fns.items()}  # warm-up calls
     if max(warm.values()) > HEAVY_CALL_S:
         min_repeats, min_seconds, rounds = min(min_repeats, 2), 0.0, 1
     per_block = max(1, -(-min_repeats // rounds))
@@ -138,15 +149,8 @@ def measure_interleaved(fns: dict[str, Callable[[], object]], min_repeats: int,
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             fns[name]()
-            started = time.perf_counter()
-            block: list[float] = []
-            while len(block) < per_block or time.perf_counter() - started < min_seconds / rounds:
-                t0 = time.perf_counter()
-                fns[name]()
-                block.append(time.perf_counter() - t0)
-            times[name].extend(block)
-    return {name: Timing(statistics.median(t), min(t), max(t), len(t))
-            for name, t in times.items()}
+            times[name] += _timed_calls(fns[name], per_block, min_seconds / rounds)
+    return {name: _timing(t) for name, t in times.items()}
 
 
 # ----- memory ---------------------------------------------------------------------------------

@@ -84,9 +84,9 @@ def improves(val: EvalResult, progress: Progress, tolerance: float) -> bool:
     hundred images, epochs within `tolerance` of the best AUC seen are equally good rankers,
     and among them the lower validation loss (the better calibrated model) is kept: measured,
     a ResNet-18 epoch with AUC 0.9988 but accuracy 0.84 beat one with 0.9982 and 0.996 on AUC
-    alone. `progress.peak_auc` must already include this epoch.
+    alone.
     """
-    floor = progress.peak_auc - tolerance
+    floor = max(progress.peak_auc, val.auc) - tolerance
     if val.auc < floor:
         return False
     return progress.best_auc < floor or val.loss < progress.best_val_loss

@@ -21,7 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cfxray.export.commands",
     "cfxray.serve.commands",
     "cfxray.audit.commands",
-    "cfxray.pipeline_commands",
+    "cfxray.pipeline.commands",
 )
 
 

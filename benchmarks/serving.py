@@ -218,7 +218,7 @@ class RssSampler:
 
 # ----- the area --------------------------------------------------------------------------------
 def run(profile: Profile, threads: int, workdir: Path) -> dict[str, Any]:
-    from cfxray.serve.triton import LocalTritonServer, Ports, free_ports
+    from cfxray.serving.triton import LocalTritonServer, Ports, free_ports
 
     ngf, blocks = profile.generators[profile.serving_model]
     size = profile.serving_size

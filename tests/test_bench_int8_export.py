@@ -53,8 +53,8 @@ def test_int8_generator_is_served(int8_repo, blob_data):
     import onnxruntime as ort
 
     from cfxray.data.tensors import load_split
-    from cfxray.serve.triton import LocalTritonServer, Ports, free_ports
-    from serving.client import TritonModels
+    from cfxray.serving.client import TritonModels
+    from cfxray.serving.triton import LocalTritonServer, Ports, free_ports
 
     images = load_split(blob_data, "test").images[:3].numpy()
     with LocalTritonServer(int8_repo, Ports(*free_ports(3))) as server, \

@@ -19,7 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cfxray.train.commands",
     "cfxray.evaluation.commands",
     "cfxray.export.commands",
-    "cfxray.serve.commands",
+    "cfxray.serving.commands",
     "cfxray.audit.commands",
     "cfxray.pipeline.commands",
 )

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from cfxray.evaluation.figures import render_readme_figure
-from cfxray.serve.triton import free_ports
+from cfxray.serving.triton import free_ports
 
 OUT = Path("outputs/demo")
 MODEL_REPO = Path("model_repository")

@@ -51,7 +51,7 @@ def serving_settings(profile: Profile, threads: int) -> Any:
 
 
 def write_repository(onnx_path: Path, repo: Path, size: int, settings: Any) -> None:
-    from cfxray.export.contract import MODEL_SPECS
+    from cfxray.contract import MODEL_SPECS
     from cfxray.export.model_repository import (
         ONNX_FILE,
         config_header,

@@ -73,7 +73,7 @@ def test_refused_when_ssim_bound_cannot_hold(tmp_path, blob_data):
     import torch
     from serving_support import make_checkpoints
 
-    from cfxray.export.contract import GENERATOR_P2N, MODEL_SPECS
+    from cfxray.contract import GENERATOR_P2N, MODEL_SPECS
     from cfxray.export.onnx_export import export_onnx
     from cfxray.export.quantize import QuantizationSettings, quantize_checked, served_images
     from cfxray.export.wrappers import GeneratorServing

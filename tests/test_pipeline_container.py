@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cfxray.export.contract import MODEL_NAMES
+from cfxray.contract import MODEL_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "serving" / "k8s"

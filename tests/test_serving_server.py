@@ -19,9 +19,9 @@ from PIL import Image
 from serving_support import MAX_BATCH, SIZE, xray_like
 from tritonclient.grpc import model_config_pb2 as mc
 
+from cfxray import contract as c
 from cfxray.cli import main
 from cfxray.errors import UserError
-from cfxray.export import contract as c
 from cfxray.export.onnx_export import PARITY_ATOL
 from cfxray.export.wrappers import ExplainServing
 from cfxray.models.classifier import load_classifier

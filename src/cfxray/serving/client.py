@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from cfxray import contract as c
 from cfxray.conventions import CLASSES, NORMAL, PNEUMONIA
 from cfxray.errors import UserError
-from cfxray.export import contract as c
 from cfxray.serving.images import read_image
 
 PROTOCOLS = ("http", "grpc")

@@ -54,11 +54,11 @@ def tiny_repository(root: Path, size: int) -> Path:
     """Random-weight classifier and generators exported by the real exporter."""
     import torch
 
+    from cfxray.checkpoint import save_atomic
     from cfxray.export.exporter import export_repository
     from cfxray.export.model_repository import ServingSettings
     from cfxray.models.classifier import ClassifierConfig, build_classifier, classifier_state
     from cfxray.models.networks import GeneratorConfig, build_generator, generators_state
-    from cfxray.train.checkpoint import save_atomic
 
     torch.manual_seed(0)
     classifier = root / "classifier.pt"

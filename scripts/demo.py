@@ -2,7 +2,7 @@
 
 Each step is the real command (DVC, the Kubeflow pipeline on the local runner, the Triton
 server, the client, the audit), run in order; the demo stops at the first step that fails
-and says which.
+and says which. An operator script, not part of the library: it runs the installed `cfxray`.
 """
 
 from __future__ import annotations

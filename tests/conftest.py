@@ -66,7 +66,7 @@ def serving_repo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def triton_server(serving_repo):
     """One real Triton server (bundled with nvidia-pytriton) on free loopback ports."""
-    from cfxray.serve.triton import LocalTritonServer, Ports, free_ports
+    from cfxray.serving.triton import LocalTritonServer, Ports, free_ports
 
     with LocalTritonServer(serving_repo, Ports(*free_ports(3))) as server:
         yield server

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
+from cfxray.checkpoint import save_atomic
 from cfxray.data.tensors import SplitData
 from cfxray.models.classifier import ClassifierConfig, build_classifier, classifier_state
 from cfxray.models.networks import GeneratorConfig, build_generator, generators_state, init_weights
-from cfxray.train.checkpoint import save_atomic
 
 SIZE = 32
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from cfxray.checkpoint import load_checkpoint, save_atomic
 from cfxray.models.classifier import ClassifierConfig, build_classifier, classifier_state
 from cfxray.models.networks import load_generators
-from cfxray.train.checkpoint import load_checkpoint, save_atomic
 from cfxray.train.cyclegan import train_cyclegan
 from cfxray.train.cyclegan_config import CycleGANTrainConfig
 

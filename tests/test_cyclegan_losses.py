@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from cfxray.checkpoint import save_atomic
 from cfxray.conventions import NORMAL, PNEUMONIA
 from cfxray.errors import UserError
 from cfxray.models.classifier import ClassifierConfig, build_classifier
@@ -29,7 +30,6 @@ from cfxray.models.networks import (
     init_weights,
     load_generators,
 )
-from cfxray.train.checkpoint import save_atomic
 
 torch.set_num_threads(1)
 

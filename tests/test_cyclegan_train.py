@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import make_blob_split
 
+from cfxray.checkpoint import load_checkpoint, save_atomic
 from cfxray.cli import main as cli_main
 from cfxray.data.tensors import save_split
 from cfxray.errors import UserError
@@ -19,7 +20,6 @@ from cfxray.models.classifier import ClassifierConfig, build_classifier, classif
 from cfxray.models.cyclegan import CycleGANStep
 from cfxray.models.networks import load_generators
 from cfxray.train import cyclegan as trainer
-from cfxray.train.checkpoint import load_checkpoint, save_atomic
 from cfxray.train.cyclegan_config import CycleGANTrainConfig
 
 torch.set_num_threads(1)

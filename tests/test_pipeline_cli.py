@@ -12,8 +12,8 @@ import yaml
 
 from cfxray.cli import main
 from cfxray.errors import UserError
-from cfxray.pipeline_commands import is_remote_url, run_params
-from cfxray.pipeline_cron import kfp_cron
+from cfxray.pipeline.commands import is_remote_url, run_params
+from cfxray.pipeline.cron import kfp_cron
 
 ROOT = Path(__file__).resolve().parents[1]
 

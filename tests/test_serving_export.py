@@ -14,9 +14,9 @@ from google.protobuf import text_format
 from serving_support import MAX_BATCH, SIZE, make_checkpoints, xray_like
 from tritonclient.grpc import model_config_pb2 as mc
 
+from cfxray import contract as c
 from cfxray.cli import main
 from cfxray.errors import UserError
-from cfxray.export import contract as c
 from cfxray.export import pbtxt
 from cfxray.export.exporter import export_repository, require_gate
 from cfxray.export.model_repository import ServingSettings, publish

@@ -11,13 +11,13 @@ import pytest
 import torch
 from conftest import make_blob_split
 
+from cfxray.checkpoint import load_checkpoint
 from cfxray.cli import main as cli_main
 from cfxray.conventions import CLASSIFIER_FILE
 from cfxray.data.tensors import save_split
 from cfxray.errors import UserError
 from cfxray.models.classifier import load_classifier
 from cfxray.train import classifier as trainer
-from cfxray.train.checkpoint import load_checkpoint
 from cfxray.train.configs import ClassifierTrainConfig
 
 torch.set_num_threads(1)

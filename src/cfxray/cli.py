@@ -19,9 +19,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cfxray.train.commands",
     "cfxray.evaluation.commands",
     "cfxray.export.commands",
-    "cfxray.serve.commands",
+    "cfxray.serving.commands",
     "cfxray.audit.commands",
-    "cfxray.pipeline_commands",
+    "cfxray.pipeline.commands",
 )
 
 

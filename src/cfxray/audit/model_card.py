@@ -263,7 +263,7 @@ def _architecture(model: str, params: dict[str, Any], classifier: Node | None) -
 
 def _tensor_formats(model: str, size: int | None) -> dict[str, str]:
     """Input and output tensors from the serving contract (one source with the configs)."""
-    from cfxray.export.contract import MODEL_SPECS, SIZE
+    from cfxray.contract import MODEL_SPECS, SIZE
 
     spec = MODEL_SPECS.get(model)
     if spec is None:

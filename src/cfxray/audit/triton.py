@@ -2,7 +2,7 @@
 
 The repository index says which versions are ready; a fixed probe sent to a served version
 and to the recorded ONNX file (onnxruntime) says whether the server really runs that file.
-urllib is enough for both, so the library does not import tritonclient.
+urllib is enough for both, so the audit does not import tritonclient.
 """
 
 from __future__ import annotations

@@ -18,9 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cfxray.errors import UserError
-from cfxray.evaluation.gate import VERDICT_BOOL_KEY, VERDICT_KEY, read_verdict
-from cfxray.export.contract import (
+from cfxray.contract import (
     AUTO_TARGET,
     CLASSIFIER,
     EXPLAIN,
@@ -28,6 +26,8 @@ from cfxray.export.contract import (
     GENERATOR_P2N,
     MODEL_SPECS,
 )
+from cfxray.errors import UserError
+from cfxray.evaluation.gate import VERDICT_BOOL_KEY, VERDICT_KEY, read_verdict
 from cfxray.export.model_repository import (
     ONNX_FILE,
     ServingSettings,

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cfxray.contract import MODEL_NAMES, MODEL_SPECS, ModelSpec, TensorSpec
 from cfxray.errors import UserError
 from cfxray.export import pbtxt
-from cfxray.export.contract import MODEL_NAMES, MODEL_SPECS, ModelSpec, TensorSpec
 
 CONFIG_FILE = "config.pbtxt"
 ONNX_FILE = "model.onnx"

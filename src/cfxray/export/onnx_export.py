@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cfxray.contract import IMAGE, ModelSpec
 from cfxray.errors import UserError
-from cfxray.export.contract import IMAGE, ModelSpec
 
 # A model passes parity when every output of onnxruntime is within this of PyTorch's, on
 # every sample image. Float32 reorderings give ~1e-6 on [0, 1] images and probabilities.

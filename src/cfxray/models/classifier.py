@@ -118,7 +118,7 @@ def classifier_state(model: XrayClassifier, extra: dict[str, Any] | None = None)
 
 def load_classifier(path: str | Path, expect_size: int | None = None) -> XrayClassifier:
     """Load a frozen classifier in eval mode; refuse one made for other images."""
-    from cfxray.train.checkpoint import load_checkpoint
+    from cfxray.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     if "config" not in ckpt or "state_dict" not in ckpt:
@@ -145,7 +145,7 @@ def load_weights_file(model: XrayClassifier, path: str | Path) -> list[str]:
     channel; tensors whose shape does not fit (an ImageNet head) are left at random init and
     returned by name.
     """
-    from cfxray.train.checkpoint import load_checkpoint
+    from cfxray.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     source = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None

@@ -211,7 +211,7 @@ def generators_state(n2p: nn.Module, p2n: nn.Module, config: GeneratorConfig) ->
 
 def load_generators(path: str | Path) -> Generators:
     """Both generators, frozen and in eval mode, from `generators.pt` or the folder holding it."""
-    from cfxray.train.checkpoint import load_checkpoint
+    from cfxray.checkpoint import load_checkpoint
 
     path = Path(path)
     if path.is_dir():

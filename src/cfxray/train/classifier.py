@@ -19,6 +19,14 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
+from cfxray.checkpoint import (
+    check_config_matches,
+    load_checkpoint,
+    rng_state,
+    save_atomic,
+    seed_everything,
+    set_rng_state,
+)
 from cfxray.conventions import CLASSIFIER_FILE
 from cfxray.data.tensors import SplitData, load_training_splits
 from cfxray.errors import UserError
@@ -31,14 +39,6 @@ from cfxray.models.classifier import (
     resolve_stem,
 )
 from cfxray.train import distributed as D
-from cfxray.train.checkpoint import (
-    check_config_matches,
-    load_checkpoint,
-    rng_state,
-    save_atomic,
-    seed_everything,
-    set_rng_state,
-)
 from cfxray.train.configs import ClassifierTrainConfig
 from cfxray.train.loop_utils import (
     WeightEMA,

@@ -27,6 +27,14 @@ from typing import Any
 
 import torch
 
+from cfxray.checkpoint import (
+    check_config_matches,
+    load_checkpoint,
+    rng_state,
+    save_atomic,
+    seed_everything,
+    set_rng_state,
+)
 from cfxray.conventions import GENERATORS_FILE, NORMAL, PNEUMONIA
 from cfxray.data.tensors import load_training_splits
 from cfxray.errors import UserError
@@ -49,14 +57,6 @@ from cfxray.models.networks import (
     init_weights,
 )
 from cfxray.train import distributed as D
-from cfxray.train.checkpoint import (
-    check_config_matches,
-    load_checkpoint,
-    rng_state,
-    save_atomic,
-    seed_everything,
-    set_rng_state,
-)
 from cfxray.train.cyclegan_config import CycleGANTrainConfig
 from cfxray.train.cyclegan_report import (
     format_summary,

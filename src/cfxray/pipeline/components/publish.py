@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-from components.image import CFXRAY_IMAGE
+from cfxray.pipeline.components.image import CFXRAY_IMAGE
 
 
 @dsl.component(base_image=CFXRAY_IMAGE, install_kfp_package=False)
@@ -13,8 +13,8 @@ def export_model(classifier: Input[Model], generators: Input[Model], evaluation:
     cluster): adds version N+1 of every model and leaves earlier versions untouched."""
     import os
 
-    from cfxray import pipeline_steps as steps
     from cfxray.conventions import CLASSIFIER_FILE
+    from cfxray.pipeline import steps
 
     before = steps.repository_versions(model_repository)
     steps.run_cli(["export", "--classifier", os.path.join(classifier.path, CLASSIFIER_FILE),

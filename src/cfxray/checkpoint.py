@@ -3,6 +3,7 @@
 A checkpoint holds everything that influences the rest of the run: model and optimiser
 states, schedulers, any extra state (image pools), every RNG and the step counter. It is
 written to a temporary file and renamed, so a kill mid-write never leaves a torn file.
+The models load their files through it and the trainers write them, so it sits below both.
 """
 
 from __future__ import annotations

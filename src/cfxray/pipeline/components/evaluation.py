@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components.image import CFXRAY_IMAGE
+from cfxray.pipeline.components.image import CFXRAY_IMAGE
 
 
 @dsl.component(base_image=CFXRAY_IMAGE, install_kfp_package=False)
@@ -19,8 +19,8 @@ def evaluate(data: Input[Dataset], classifier: Input[Model], oracle: Input[Model
     import os
     import shutil
 
-    from cfxray import pipeline_steps as steps
     from cfxray.conventions import CLASSES, CLASSIFIER_FILE
+    from cfxray.pipeline import steps
 
     code = steps.run_cli(["evaluate", "--data", data.path,
                           "--classifier", os.path.join(classifier.path, CLASSIFIER_FILE),

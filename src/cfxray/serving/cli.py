@@ -1,4 +1,4 @@
-"""What `cfxray explain` and `cfxray app` run (the library imports this lazily)."""
+"""What `cfxray explain` and `cfxray app` run; `cfxray.serving.commands` imports it lazily."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 
 from cfxray.conventions import CLASSES
 from cfxray.errors import UserError
-from serving.client import ExplainClient
-from serving.render import unique_stems, write_explanation
+from cfxray.serving.client import ExplainClient
+from cfxray.serving.render import unique_stems, write_explanation
 
 
 def explain_command(images: list[Path], url: str, protocol: str, direction: str,
@@ -42,7 +42,7 @@ def explain_command(images: list[Path], url: str, protocol: str, direction: str,
 
 
 def app_command(url: str, protocol: str, host: str, port: int, max_upload_mb: float) -> int:
-    from serving.app import launch
+    from cfxray.serving.app import launch
 
     launch(url, protocol, host=host, port=port, max_upload_mb=max_upload_mb)
     return 0

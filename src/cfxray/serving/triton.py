@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cfxray.errors import UserError
-from cfxray.serve.local_repository import build_local_repository
+from cfxray.serving.local_repository import build_local_repository
 
 LOOPBACK = "127.0.0.1"
 SHM_DIR = Path("/dev/shm")

@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components.image import CFXRAY_IMAGE
+from cfxray.pipeline.components.image import CFXRAY_IMAGE
 
 
 @dsl.component(base_image=CFXRAY_IMAGE, install_kfp_package=False)
@@ -16,7 +16,7 @@ def locate_data(repo_url: str, rev: str, path: str) -> NamedTuple("DataVersion",
     """
     from collections import namedtuple
 
-    from cfxray import pipeline_steps as steps
+    from cfxray.pipeline import steps
 
     commit, md5 = steps.locate_dvc_dataset(repo_url, rev, path)
     print(f"{path} at {commit or 'the working tree'}: DVC hash {md5}")
@@ -31,7 +31,7 @@ def fetch_data(repo_url: str, commit: str, path: str, md5: str, dataset: Output[
     credentials come from the environment). The DVC hash and commit go into the artifact
     metadata and the dataset's lineage record.
     """
-    from cfxray import pipeline_steps as steps
+    from cfxray.pipeline import steps
 
     source = steps.fetch_dvc_dataset(repo_url, commit, path, md5, dataset.path)
     dataset.metadata.update(steps.artifact_metadata(dataset.path))
@@ -41,7 +41,7 @@ def fetch_data(repo_url: str, commit: str, path: str, md5: str, dataset: Output[
 @dsl.component(base_image=CFXRAY_IMAGE, install_kfp_package=False)
 def preprocess(raw: Input[Dataset], params: str, prepared: Output[Dataset]):
     """`cfxray data preprocess`: resize to the training size, pack tensors per split."""
-    from cfxray import pipeline_steps as steps
+    from cfxray.pipeline import steps
 
     steps.run_cli(["data", "preprocess", raw.path, "--out", prepared.path], params)
     prepared.metadata.update(steps.artifact_metadata(prepared.path))
@@ -55,7 +55,7 @@ def split_params(params: str) -> NamedTuple(
     changes with its own parameters only (empty params: the image's params.yaml)."""
     from collections import namedtuple
 
-    from cfxray import pipeline_steps as steps
+    from cfxray.pipeline import steps
 
     per_step = steps.step_params(params)
     return namedtuple("StepParams", list(per_step))(**per_step)

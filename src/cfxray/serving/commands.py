@@ -1,18 +1,16 @@
 """`cfxray serve`, `cfxray explain` and `cfxray app`.
 
-`serve` is library code (it starts the Triton binary and needs no client). `explain` and `app`
-run the client package `serving/` (tritonclient, gradio), imported only when they run: the
-library itself never imports tritonclient.
+`serve` starts the Triton binary and needs no client. `explain` and `app` run the clients
+(`cfxray.serving.cli`: tritonclient, gradio), imported only when they run, so building the CLI
+imports neither.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 from pathlib import Path
-from types import ModuleType
 
 from cfxray.errors import UserError
 from cfxray.params import DEFAULT_PARAMS, section
@@ -96,7 +94,7 @@ def _raise_stop(signum: int, _frame: object) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from cfxray.serve.triton import LocalTritonServer, Ports
+    from cfxray.serving.triton import LocalTritonServer, Ports
 
     args = resolve(args)
     args.model_repo = Path(args.model_repo)
@@ -136,29 +134,15 @@ def run_serve(args: argparse.Namespace) -> int:
     return code
 
 
-def serving_module(name: str) -> ModuleType:
-    """Import `serving.<name>` from an installed package or this checkout's `serving/`."""
-    try:
-        return importlib.import_module(f"serving.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("serving", f"serving.{name}"):
-            raise UserError(f"the serving client needs {exc.name!r}: "
-                            "pip install 'cfxray[mlops]'") from None
-    root = Path(__file__).resolve().parents[3]
-    if not (root / "serving" / "__init__.py").is_file():
-        raise UserError("the serving client (package `serving`) is not installed; run from a "
-                        "cfxray checkout")
-    sys.path.insert(0, str(root))
-    return importlib.import_module(f"serving.{name}")
-
-
 def run_explain(args: argparse.Namespace) -> int:
+    from cfxray.serving.cli import explain_command
+
     args = resolve(args)
-    return serving_module("cli").explain_command(args.images, args.url, args.protocol,
-                                                 args.direction, args.out)
+    return explain_command(args.images, args.url, args.protocol, args.direction, args.out)
 
 
 def run_app(args: argparse.Namespace) -> int:
+    from cfxray.serving.cli import app_command
+
     args = resolve(args)
-    return serving_module("cli").app_command(args.url, args.protocol, args.host,
-                                             args.app_port, args.max_upload_mb)
+    return app_command(args.url, args.protocol, args.host, args.app_port, args.max_upload_mb)

@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from cfxray.contract import MODEL_NAMES, MODEL_SPECS
 from cfxray.errors import UserError
 from cfxray.export import pbtxt
-from cfxray.export.contract import MODEL_NAMES, MODEL_SPECS
 from cfxray.export.model_repository import (
     CONFIG_FILE,
     ONNX_FILE,

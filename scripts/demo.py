@@ -2,7 +2,7 @@
 
 Each step is the real command (DVC, the Kubeflow pipeline on the local runner, the Triton
 server, the client, the audit), run in order; the demo stops at the first step that fails
-and says which.
+and says which. An operator script, not part of the library: it runs the installed `cfxray`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from cfxray.evaluation.figures import render_readme_figure
-from cfxray.serve.triton import free_ports
+from cfxray.serving.triton import free_ports
 
 OUT = Path("outputs/demo")
 MODEL_REPO = Path("model_repository")

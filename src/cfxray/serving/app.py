@@ -18,8 +18,8 @@ from PIL import Image
 
 from cfxray.conventions import CLASSES
 from cfxray.errors import UserError
-from serving.client import ExplainClient, Explanation, ServingError
-from serving.render import DISPLAY_SIZE, blend, heatmap_overlay, to_uint8
+from cfxray.serving.client import ExplainClient, Explanation, ServingError
+from cfxray.serving.render import DISPLAY_SIZE, blend, heatmap_overlay, to_uint8
 
 DIRECTION_LABELS = {
     "auto": "auto: towards the other class",

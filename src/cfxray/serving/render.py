@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from serving.client import Explanation
+from cfxray.serving.client import Explanation
 
 DISPLAY_SIZE = 256  # heatmaps are drawn at least this large; 64 px is hard to read
 MIN_SCALE = 2.0 / 255.0

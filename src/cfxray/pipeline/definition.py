@@ -1,8 +1,10 @@
 """The cfxray pipeline: DVC data -> preprocess -> classifier and oracle -> counterfactual
 CycleGAN -> evaluation with a quality gate -> publish to the model repository.
 
-Compile with `python -m pipelines.cfxray_pipeline [OUT]` or `cfxray pipeline compile`; the
-compiled IR is committed as `pipelines/cfxray_pipeline.yaml`.
+Compile with `python -m cfxray.pipeline.definition [OUT]` or `cfxray pipeline compile`; the
+compiled IR is committed as `pipelines/cfxray_pipeline.yaml` (relative to the checkout root,
+where both commands write it by default). This module and `cfxray.pipeline.components` import
+kfp at import time; `cfxray.pipeline.commands` imports them only when a pipeline command runs.
 """
 
 import sys
@@ -12,7 +14,7 @@ from typing import NamedTuple
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
-from components import (
+from cfxray.pipeline.components import (
     evaluate,
     export_model,
     fetch_data,
@@ -24,7 +26,7 @@ from components import (
 )
 
 PIPELINE_NAME = "cfxray"
-COMPILED_PIPELINE = Path(__file__).with_name("cfxray_pipeline.yaml")
+COMPILED_PIPELINE = Path("pipelines") / "cfxray_pipeline.yaml"
 # Where the export step sees the model repository volume on a cluster; the Triton Deployment
 # in serving/k8s mounts the same claim.
 MODEL_REPOSITORY_MOUNT = "/mnt/model-repository"

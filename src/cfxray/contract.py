@@ -1,7 +1,8 @@
 """The serving contract: model names, tensor names, dtypes and shapes, in one place.
 
-The Triton configs (production ONNX and local Python backend), the ONNX wrappers, the client
-and the docs (docs/SERVING.md) all read these definitions, so none of them can drift. Shapes
+The Triton configs (production ONNX and local Python backend), the ONNX wrappers, the client,
+the model cards and the docs (docs/SERVING.md) all read these definitions, so none of them can
+drift; the module sits below export, serving and audit so each imports it without the others. Shapes
 exclude the batch axis, as in Triton's `dims`; `SIZE` stands for the model's image size.
 Importing this module is cheap (no torch, no onnx).
 """

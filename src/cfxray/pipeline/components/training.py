@@ -7,14 +7,14 @@ A retried attempt finds the killed attempt's checkpoint in its output and resume
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.image import CFXRAY_IMAGE
+from cfxray.pipeline.components.image import CFXRAY_IMAGE
 
 
 @dsl.component(base_image=CFXRAY_IMAGE, install_kfp_package=False)
 def train_classifier(data: Input[Dataset], params: str, section: str, nproc: int,
                      classifier: Output[Model]):
     """`cfxray train-classifier --section SECTION` (train_classifier, or train_oracle)."""
-    from cfxray import pipeline_steps as steps
+    from cfxray.pipeline import steps
 
     steps.run_cli(["train-classifier", "--data", data.path, "--out", classifier.path,
                    "--section", section, *steps.resume_args(classifier.path)],
@@ -28,8 +28,8 @@ def train_cyclegan(data: Input[Dataset], classifier: Input[Model], oracle: Input
     """`cfxray train-cyclegan` against the frozen classifier (the oracle only monitors)."""
     import os
 
-    from cfxray import pipeline_steps as steps
     from cfxray.conventions import CLASSIFIER_FILE
+    from cfxray.pipeline import steps
 
     steps.run_cli(["train-cyclegan", "--data", data.path,
                    "--classifier", os.path.join(classifier.path, CLASSIFIER_FILE),

@@ -1,6 +1,6 @@
 """Python API over the `explain` model (and the raw models) through tritonclient.
 
-    from serving.client import ExplainClient
+    from cfxray.serving.client import ExplainClient
     with ExplainClient("localhost:8000") as client:
         results = client.explain_files(["xray.png"], direction="auto")
         results[0].probabilities, results[0].counterfactual, results[0].difference
@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from cfxray import contract as c
 from cfxray.conventions import CLASSES, NORMAL, PNEUMONIA
 from cfxray.errors import UserError
-from cfxray.export import contract as c
-from serving.images import read_image
+from cfxray.serving.images import read_image
 
 PROTOCOLS = ("http", "grpc")
 # --direction -> TARGET_CLASS: auto flips the predicted class; p2n aims at NORMAL, n2p at PNEUMONIA.
@@ -218,7 +218,7 @@ class ExplainClient:
         if images.shape[1:] != (size, size):
             raise UserError(f"images must be {size}x{size} pixels, got "
                             f"{images.shape[1]}x{images.shape[2]}; use explain_files or "
-                            "serving.images.to_model_input to resize")
+                            "cfxray.serving.images.to_model_input to resize")
 
     def explain(self, images: np.ndarray, direction: str = "auto",
                 sources: Sequence[str] | None = None) -> list[Explanation]:

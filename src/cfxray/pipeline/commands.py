@@ -1,15 +1,13 @@
 """`cfxray pipeline compile | run --local | submit`: the Kubeflow pipeline from the command line.
 
-The pipeline itself lives in the checkout's `pipelines/` and `components/` (they import kfp);
-they are imported only inside these commands, so the library stays free of kfp.
+The pipeline itself is `cfxray.pipeline.definition` and `cfxray.pipeline.components` (they
+import kfp); they are imported only inside these commands, so building the CLI never imports kfp.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,6 @@ import yaml
 from cfxray.errors import UserError
 from cfxray.params import DEFAULT_PARAMS, load_params
 
-PIPELINE_MODULE = "pipelines.cfxray_pipeline"
 COMPILED_PIPELINE = Path("pipelines") / "cfxray_pipeline.yaml"
 DEFAULTS: dict[str, Any] = {
     "data_repo": ".",
@@ -95,7 +92,7 @@ def run_params(params_file: Path, overrides: list[Path], sets: list[str]) -> dic
     """The params.yaml every step of this run reads: the file, override files, then --set."""
     if not params_file.exists():
         raise UserError(f"params file {params_file} not found")
-    from cfxray.pipeline_steps import STEP_SECTIONS
+    from cfxray.pipeline.steps import STEP_SECTIONS
 
     params = load_params(params_file)
     known = {*params, *(s for sections in STEP_SECTIONS.values() for s in sections), "pipeline"}
@@ -138,27 +135,13 @@ def pipeline_settings(params: dict[str, Any]) -> dict[str, Any]:
 # --- compile -------------------------------------------------------------------------------------
 
 
-def project_root() -> Path:
-    """The checkout holding `pipelines/` and `components/`: the working directory or a parent,
-    else the checkout this package is installed from (editable install)."""
-    here = Path.cwd().resolve()
-    source = Path(__file__).resolve().parents[2]
-    for candidate in (here, *here.parents, source):
-        if (candidate / "pipelines" / "cfxray_pipeline.py").is_file() and (
-                candidate / "components").is_dir():
-            return candidate
-    raise UserError("pipelines/cfxray_pipeline.py not found: run from the cfxray checkout")
-
-
 def load_pipeline_module() -> Any:
-    root = str(project_root())
-    if root not in sys.path:
-        sys.path.insert(0, root)
     try:
-        return importlib.import_module(PIPELINE_MODULE)
+        from cfxray.pipeline import definition
     except ImportError as exc:
         raise UserError(f"cannot load the pipeline ({exc}); install the mlops extras "
                         "(kfp, kfp-kubernetes)") from exc
+    return definition
 
 
 def compile_command(args: argparse.Namespace) -> int:
@@ -187,7 +170,7 @@ def run_local_command(args: argparse.Namespace) -> int:
         "params": yaml.safe_dump(params, sort_keys=False),
         "model_repository": str(model_repo),
     }
-    from cfxray.pipeline_steps import added_versions, repository_versions
+    from cfxray.pipeline.steps import added_versions, repository_versions
 
     before = repository_versions(model_repo)
     run_dir, outputs = run_local(arguments, root, cache=args.cache)
@@ -248,7 +231,7 @@ def report_local_run(run_dir: Path | None, outputs: dict[str, Any], model_repo: 
 
 
 def submit_command(args: argparse.Namespace) -> int:
-    from cfxray.pipeline_cron import kfp_cron
+    from cfxray.pipeline.cron import kfp_cron
 
     cron = kfp_cron(args.schedule) if args.schedule is not None else None
     if not re.match(r"^https?://[^/\s]+", args.host):

@@ -89,8 +89,9 @@ def _parse(data: bytes) -> Dataset:
 def _check_is_single_image(ds: Dataset) -> None:
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         sop = ds.get("SOPClassUID")
-        kind = f" ({sop.name})" if sop is not None and hasattr(sop, "name") else ""
-        raise ImageRejected(f"not an image: DICOM object without pixel data{kind}")
+        if "Rows" in ds or sop is None:  # an image header without its pixels, or no header
+            raise ImageRejected("corrupt DICOM: no pixel data where an image was expected")
+        raise ImageRejected(f"not an image: DICOM object without pixel data ({sop.name})")
     frames = int(ds.get("NumberOfFrames") or 1)
     if frames > 1:
         raise ImageRejected(f"multi-frame object ({frames} frames)")

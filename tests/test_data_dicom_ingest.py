@@ -279,3 +279,16 @@ def test_no_identifier_reaches_any_file_written_or_printed(
         assert (ingested / "lineage.json").is_file() and (prepared / "train.pt").is_file()
     captured = capsys.readouterr()
     assert _scan(outputs, captured.out + captured.err, secrets) == []
+
+
+def test_without_a_patient_id_a_study_still_groups_its_images(tmp_path: Path, salt: str) -> None:
+    src = tmp_path / "flat"
+    study = identifying_header(40)["StudyInstanceUID"]
+    for i in range(2):
+        save(radiograph(ramp(), header={"StudyInstanceUID": study}), src / "NORMAL" / f"s{i}.dcm")
+    for i in range(2):
+        save(radiograph(ramp(cols=40 + i)), src / "PNEUMONIA" / f"lone{i}.dcm")
+    out = tmp_path / "ingested"
+    assert _ingest(src, out) == 0
+    patients = Counter(r["patient_id"] for r in read_manifest(out))
+    assert sorted(patients.values()) == [1, 1, 2]

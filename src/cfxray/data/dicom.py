@@ -69,8 +69,9 @@ def read_dicom(data: bytes) -> DicomImage:
         except ImageRejected:
             raise
         except Exception as exc:  # a decoder failing on a corrupt file is a reason, not a crash
-            message = _scrub(f"{type(exc).__name__}: {exc}", ds)[:200]
-            raise ImageRejected(f"corrupt DICOM: {message}") from None
+            message = _scrub(f"{type(exc).__name__}: {exc}", ds)
+            short = message if len(message) <= 160 else message[:157].rsplit(" ", 1)[0] + " ..."
+            raise ImageRejected(f"corrupt DICOM: {short}") from None
 
 
 def _parse(data: bytes) -> Dataset:

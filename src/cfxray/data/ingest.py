@@ -240,7 +240,10 @@ def _dicom(source: SourceFile, data: bytes, sha: str, shown: str,
     pseudonyms = selection.pseudonyms
     assert pseudonyms is not None  # ingest loads the salt whenever a source has DICOM
     ids = image.identifiers
-    patient = pseudonyms("patient", ids["PatientID"] or source.patient_key or f"file:{source.rel}")
+    # Without a PatientID, a study still belongs to one patient; failing that, the file does.
+    study = f"study:{ids['StudyInstanceUID']}" if ids["StudyInstanceUID"] else ""
+    patient = pseudonyms("patient", ids["PatientID"] or source.patient_key or study
+                         or f"file:{source.rel}")
     info = image.info
     facts = {"source_format": "DICOM", "source_mode": str(info["mode"]),
              "bits_stored": str(info["bits_stored"]), "transforms": str(info["transforms"]),

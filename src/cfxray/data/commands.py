@@ -15,7 +15,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                 "pneumonia_fraction": 0.5, "split_fractions": [0.7, 0.15, 0.15],
                 "workers": 0, "contact_sheet": 16},
     "ingest": {"out": "data/ingested", "seed": 0, "split_fractions": [0.7, 0.15, 0.15],
-               "workers": 0},
+               "workers": 0, "views": ["PA", "AP"], "body_parts": ["CHEST"],
+               "keep_burned_in": False, "deid_salt_file": "~/.config/cfxray/deid-salt"},
     "preprocess": {"out": "data/prepared", "size": 64, "resize": "pad"},
 }
 
@@ -36,14 +37,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _params_option(phantom)
     phantom.set_defaults(func=run_phantom)
 
-    ingest = steps.add_parser("ingest", help="normalise a real X-ray folder (Kermany, flat or "
-                              "RSNA-style 0/1 layout)")
+    ingest = steps.add_parser("ingest", help="normalise a real X-ray folder (Kermany, flat, "
+                              "RSNA-style 0/1 or RSNA challenge; DICOM, PNG, JPEG)",
+                              description="Normalise a real X-ray folder; DICOM identifiers are "
+                              "replaced by keyed pseudonyms (docs/DATA.md).")
     ingest.add_argument("src", help="source folder")
     ingest.add_argument("--out", help="output directory (default: params ingest.out)")
     ingest.add_argument("--resplit", action="store_true",
                         help="ignore the source's splits and make new patient-aware ones")
     ingest.add_argument("--seed", type=int)
     ingest.add_argument("--workers", type=int, help="processes (0: all cores)")
+    ingest.add_argument("--views", type=_names, metavar="A,B",
+                        help="DICOM ViewPosition values kept (UNKNOWN: none in the header); "
+                        "others are quarantined (default: params ingest.views, PA,AP)")
+    ingest.add_argument("--body-parts", type=_names, metavar="A,B",
+                        help="DICOM BodyPartExamined values kept when present (default: CHEST)")
+    ingest.add_argument("--keep-burned-in", action="store_true",
+                        help="keep DICOMs marked BurnedInAnnotation YES (flagged in the "
+                        "manifest) instead of quarantining them")
+    ingest.add_argument("--deid-salt-file", help="file holding the pseudonym key, outside the "
+                        "repository (default: params ingest.deid_salt_file; the environment "
+                        "variable CFXRAY_DEID_SALT takes precedence)")
     _params_option(ingest)
     ingest.set_defaults(func=run_ingest)
 
@@ -70,6 +84,10 @@ def resolve(args: argparse.Namespace, name: str) -> dict[str, Any]:
         if given is not None and given is not False:
             values[key] = given
     return values
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip().upper() for name in text.split(",") if name.strip()]
 
 
 def _workers(requested: int) -> int:
@@ -114,14 +132,25 @@ def run_ingest(args: argparse.Namespace) -> int:
     p = resolve(args, "ingest")
     out = Path(p["out"])
     summary = ingest(Path(args.src), out, resplit=args.resplit, seed=p["seed"],
-                     split_fractions=p["split_fractions"], workers=_workers(p["workers"]))
-    params = {k: v for k, v in p.items() if k not in ("out", "workers")}
+                     split_fractions=p["split_fractions"], views=p["views"],
+                     body_parts=p["body_parts"], keep_burned_in=p["keep_burned_in"],
+                     deid_salt_file=p["deid_salt_file"], workers=_workers(p["workers"]))
+    # The salt file's path is this machine's business; the salt's fingerprint is the record.
+    params = {k: v for k, v in p.items() if k not in ("out", "workers", "deid_salt_file")}
+    deid = {"deidentification": summary["deidentification"]} if "dicom" in summary else {}
     write_lineage(out, "dataset", inputs={"source": args.src}, params=params,
                   metrics={"counts": summary["counts"], "quarantined": summary["quarantined"],
-                           "duplicates": summary["duplicates"]})
+                           "duplicates": summary["duplicates"]}, extra=deid)
     print(format_summary(summary))
-    print(f"quarantined {summary['quarantined']} file(s), dropped {summary['duplicates']} "
-          f"duplicate(s); wrote {out}")
+    reasons = ", ".join(f"{kind} {n}" for kind, n in sorted(summary["quarantine_reasons"].items()))
+    print(f"quarantined {summary['quarantined']} file(s){f' ({reasons})' if reasons else ''}, "
+          f"dropped {summary['duplicates']} duplicate(s); wrote {out}")
+    if "dicom" in summary:
+        dicom, record = summary["dicom"], summary["deidentification"]
+        print(f"DICOM: {dicom['images']} image(s) kept, bits stored {dicom['bits_stored']}, "
+              f"{dicom['burned_in_annotation_flagged']} flagged for burned-in annotation; "
+              f"identifiers replaced by {record['method']} pseudonyms (salt fingerprint "
+              f"{record['salt_fingerprint']})")
     return 0
 
 

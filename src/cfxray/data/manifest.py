@@ -7,7 +7,8 @@ evaluation, audits) reads one format whatever the data's origin:
     DIR/masks/lesion/{split}/{CLASS}/{stem}.png 0/255 lesion mask (phantom only)
     DIR/masks/lung/{split}/{CLASS}/{stem}.png   0/255 lung-field mask (phantom only)
     DIR/twins/{split}/PNEUMONIA/{stem}.png      lesion-free twin (phantom PNEUMONIA only)
-    DIR/manifest.csv                            one row per image, `MANIFEST_FIELDS`
+    DIR/manifest.csv                            one row per image, `MANIFEST_FIELDS` (ingest
+                                                adds `cfxray.data.ingest.SOURCE_FIELDS`)
     DIR/summary.json                            counts, balance, sizes
 """
 
@@ -44,15 +45,18 @@ def twin_path(split: str, label: str, stem: str) -> str:
     return f"twins/{split}/{label}/{stem}.png"
 
 
-def write_manifest(root: str | Path, rows: Iterable[Row]) -> Path:
-    """Rows sorted by file, so the manifest's bytes depend only on the dataset's content."""
+def write_manifest(root: str | Path, rows: Iterable[Row],
+                   extra_fields: Sequence[str] = ()) -> Path:
+    """Rows sorted by file, so the manifest's bytes depend only on the dataset's content.
+    `extra_fields` (ingest's facts about each source) follow the shared columns."""
     path = Path(root) / MANIFEST_NAME
     ordered = sorted(rows, key=lambda r: r["file"])
+    fields = (*MANIFEST_FIELDS, *extra_fields)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for row in ordered:
-            writer.writerow({k: row.get(k, "") for k in MANIFEST_FIELDS})
+            writer.writerow({k: row.get(k, "") for k in fields})
     return path
 
 

@@ -52,7 +52,7 @@ def serving_settings(profile: Profile, threads: int) -> Any:
 
 def write_repository(onnx_path: Path, repo: Path, size: int, settings: Any) -> None:
     from cfxray.contract import MODEL_SPECS
-    from cfxray.export.model_repository import (
+    from cfxray.export.triton_config import (
         ONNX_FILE,
         config_header,
         production_config,
@@ -62,8 +62,9 @@ def write_repository(onnx_path: Path, repo: Path, size: int, settings: Any) -> N
     for name, batching in ((BATCHED, True), (UNBATCHED, False)):
         spec = MODEL_SPECS[name]
         config = production_config(spec, size, settings)
+        config.ClearField("model_warmup")  # timed from the first request on, as before
         if not batching:
-            del config["dynamic_batching"]
+            config.ClearField("dynamic_batching")
         write_config(repo / name, config, config_header(spec))
         (repo / name / "1").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(onnx_path, repo / name / "1" / ONNX_FILE)

@@ -39,6 +39,7 @@ class TensorSpec:
     name: str
     dtype: str  # Triton data type without the TYPE_ prefix: UINT8, INT32, FP32
     dims: tuple[int | str, ...]  # without the batch axis; SIZE is replaced by the image size
+    optional: bool = False  # a request may leave it out (Triton's `optional: true`)
 
     def resolved(self, size: int) -> tuple[int, ...]:
         return tuple(size if d == SIZE else int(d) for d in self.dims)

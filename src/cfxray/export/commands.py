@@ -62,8 +62,9 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Path], Any, float]:
     if unknown:
         raise UserError(f"params section '{SECTION}' in {args.params} has unknown keys "
                         f"{unknown}; known: {sorted(known | set(PATH_DEFAULTS) | {'parity_atol'})}")
-    if "preferred_batch_sizes" in values:
-        values["preferred_batch_sizes"] = tuple(values["preferred_batch_sizes"])
+    for key in ("preferred_batch_sizes", "warmup_batch_sizes"):
+        if key in values:
+            values[key] = tuple(values[key])
     return paths, ServingSettings(**values), atol
 
 

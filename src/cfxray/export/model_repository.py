@@ -3,8 +3,9 @@
 Layout (Triton's): `REPO/<model>/config.pbtxt` and `REPO/<model>/<N>/model.onnx`, plus a
 `lineage.json` in every version folder. One export publishes the same version number N in
 all four models, so a version is a consistent set (the explain graph embeds the same
-classifier and generators the other three serve). Earlier version folders are never touched:
-a rollback is re-pointing the version policy, not re-exporting.
+classifier and generators the other three serve). Earlier version folders are never
+changed: which one is served is the rollout state's business (`cfxray.export.rollout`), and
+so is removing old ones.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cfxray.contract import MODEL_NAMES, MODEL_SPECS, ModelSpec, TensorSpec
+from cfxray.contract import MODEL_NAMES, MODEL_SPECS
 from cfxray.errors import UserError
-from cfxray.export import pbtxt
+from cfxray.export.triton_config import (
+    CONFIG_FILE,
+    config_parameters,
+    read_config,
+    write_model_configs,
+)
 
-CONFIG_FILE = "config.pbtxt"
-ONNX_FILE = "model.onnx"
 INSTANCE_KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
+TENSORRT_PRECISIONS = ("FP32", "FP16")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,16 @@ class ServingSettings:
     instance_kind: str = "KIND_AUTO"
     intra_op_threads: int = 0  # 0: onnxruntime's default
     resize: str = "pad"  # how clients fit images to the model's size: the preprocess step's mode
+    # Warm-up samples in every config, one per batch size (per class for the explain graph).
+    warmup_batch_sizes: tuple[int, ...] = (1,)
+    # configs/gpu.pbtxt (`tritonserver --model-config-name=gpu`): GPU instances, CUDA EP.
+    gpu_instance_count: int = 1
+    gpu_tensorrt: bool = False  # TensorRT EP in front of CUDA (not measured: no GPU here)
+    gpu_tensorrt_precision: str = "FP16"
+    # The production server: export verifies every model in its ONNX Runtime as well
+    # (cfxray.export.compat) and refuses to publish what it cannot run.
+    triton_image: str = "nvcr.io/nvidia/tritonserver:25.01-py3"
+    keep_versions: int = 5  # versions kept per model after a publish (the served one always)
 
     def validate(self) -> None:
         if self.max_batch_size < 1:
@@ -52,56 +67,15 @@ class ServingSettings:
             raise UserError("instance_count must be at least 1")
         if self.instance_kind not in INSTANCE_KINDS:
             raise UserError(f"instance_kind must be one of {INSTANCE_KINDS}")
-
-
-def production_config(spec: ModelSpec, size: int, settings: ServingSettings) -> dict[str, Any]:
-    """The ONNX Runtime backend config of one model, as pbtxt-ready values."""
-    def tensors(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
-        return [{"name": t.name, "data_type": pbtxt.Enum(f"TYPE_{t.dtype}"),
-                 "dims": list(t.resolved(size))} for t in specs]
-
-    config: dict[str, Any] = {
-        "name": spec.name,
-        "backend": "onnxruntime",
-        "max_batch_size": settings.max_batch_size,
-        "version_policy": {"latest": {"num_versions": 1}},
-        "input": tensors(spec.inputs),
-        "output": tensors(spec.outputs),
-        "dynamic_batching": {
-            "preferred_batch_size": list(settings.preferred_batch_sizes),
-            "max_queue_delay_microseconds": settings.max_queue_delay_microseconds,
-        },
-        "instance_group": [{"count": settings.instance_count,
-                            "kind": pbtxt.Enum(settings.instance_kind)}],
-        "default_model_filename": ONNX_FILE,
-    }
-    parameters = {"image_size": str(size), "resize": settings.resize}
-    if settings.intra_op_threads > 0:
-        parameters["intra_op_thread_count"] = str(settings.intra_op_threads)
-    config["parameters"] = [{"key": k, "value": {"string_value": v}}
-                            for k, v in parameters.items()]
-    return config
-
-
-def config_header(spec: ModelSpec) -> str:
-    return (f"# {spec.name}: {spec.description}\n"
-            "# Written by `cfxray export`; contract in docs/SERVING.md.\n")
-
-
-def read_config(model_dir: str | Path) -> dict[str, Any]:
-    path = Path(model_dir) / CONFIG_FILE
-    if not path.exists():
-        raise UserError(f"{model_dir} is not a Triton model folder ({CONFIG_FILE} missing)")
-    try:
-        return pbtxt.loads(path.read_text())
-    except ValueError as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
-
-
-def config_parameters(config: dict[str, Any]) -> dict[str, str]:
-    params = config.get("parameters") or []
-    params = params if isinstance(params, list) else [params]
-    return {p["key"]: p["value"]["string_value"] for p in params}
+        if any(not 1 <= b <= self.max_batch_size for b in self.warmup_batch_sizes):
+            raise UserError(f"warm-up batch sizes {self.warmup_batch_sizes} must lie in "
+                            f"1..max_batch_size ({self.max_batch_size})")
+        if self.gpu_instance_count < 1:
+            raise UserError("gpu_instance_count must be at least 1")
+        if self.gpu_tensorrt_precision not in TENSORRT_PRECISIONS:
+            raise UserError(f"gpu_tensorrt_precision must be one of {TENSORRT_PRECISIONS}")
+        if self.keep_versions < 1:
+            raise UserError("keep_versions must be at least 1")
 
 
 def versions(model_dir: str | Path) -> list[int]:
@@ -138,13 +112,6 @@ def repository_lock(repo: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def write_config(model_dir: Path, config: dict[str, Any], header: str) -> None:
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = model_dir / f".{CONFIG_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(header + pbtxt.dumps(config))
-    os.replace(tmp, model_dir / CONFIG_FILE)
-
-
 def publish(staged: dict[str, Path], repo: Path, version: int | None, size: int,
             settings: ServingSettings, finalize: Callable[[str, Path, int], None]) -> int:
     """Move staged version folders into the repository as version N (new configs alongside).
@@ -153,6 +120,8 @@ def publish(staged: dict[str, Path], repo: Path, version: int | None, size: int,
     known. Nothing is moved unless all four are staged, and an existing version is never
     replaced.
     """
+    from cfxray.export.rollout import served_version
+
     missing = set(MODEL_NAMES) - set(staged)
     if missing:
         raise UserError(f"cannot publish: models {sorted(missing)} were not exported")
@@ -162,7 +131,7 @@ def publish(staged: dict[str, Path], repo: Path, version: int | None, size: int,
         for name in MODEL_NAMES:
             spec = MODEL_SPECS[name]
             finalize(name, staged[name], version)
-            write_config(repo / name, production_config(spec, size, settings), config_header(spec))
+            write_model_configs(repo / name, spec, size, settings, served_version(repo))
             os.rename(staged[name], repo / name / str(version))
     return version
 
@@ -176,7 +145,7 @@ def repository_summary(repo: str | Path) -> dict[str, Any]:
             config = read_config(repo / name)
             summary[name] = {"versions": versions(repo / name),
                              "image_size": int(config_parameters(config).get("image_size", 0)),
-                             "max_batch_size": config.get("max_batch_size")}
+                             "max_batch_size": config.max_batch_size}
     return summary
 
 

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cfxray.evaluation.commands",
     "cfxray.export.commands",
     "cfxray.serving.commands",
+    "cfxray.serving.rollout_commands",
     "cfxray.audit.commands",
     "cfxray.pipeline.commands",
 )

@@ -34,9 +34,11 @@ TENSORRT_PRECISIONS = ("FP32", "FP16")
 
 @dataclass(frozen=True)
 class ServingSettings:
-    """How Triton batches and places the models, and how clients fit images to them.
+    """How Triton batches, places and warms up the models, how clients fit images to them,
+    which server the models must run in, and how many versions stay.
 
-    The `export` section of params.yaml; every field lands in each model's config.pbtxt.
+    The `export` section of params.yaml; the fields down to `gpu_tensorrt_precision` land in
+    each model's config.pbtxt and configs/gpu.pbtxt.
     """
 
     max_batch_size: int = 16

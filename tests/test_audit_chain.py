@@ -8,7 +8,7 @@ import json
 import pytest
 from audit_chain_builder import PARAMS, cfxray, changed, removed
 
-from cfxray.params import load_params
+from cfxray.settings import load_params
 
 
 @pytest.fixture

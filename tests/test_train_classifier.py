@@ -240,7 +240,7 @@ def test_cli_reads_the_params_section_and_flags_win(blob_data, tmp_path, capsys)
     rc = cli_main(["train-classifier", "--data", str(blob_data), "--out", str(tmp_path / "x"),
                    "--params", str(params)])
     assert rc == 2
-    assert "unknown keys ['learning_rate']" in capsys.readouterr().err
+    assert "train_classifier: unknown key 'learning_rate'; known: arch," in capsys.readouterr().err
 
 
 def test_init_weights_adapts_an_rgb_torchvision_state_dict(tmp_path):

@@ -98,7 +98,7 @@ def test_torchrun_two_processes_train_like_one(blob_data, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "cfxray.cli",
            "train-classifier", "--data", str(blob_data), "--out", str(out),
-           "--params", str(tmp_path / "no-params.yaml"), "--arch", CFG.arch,
+           "--params", os.devnull, "--arch", CFG.arch,
            "--epochs", str(CFG.epochs), "--batch-size", str(CFG.batch_size),
            "--lr", str(CFG.lr), "--seed", str(CFG.seed), "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

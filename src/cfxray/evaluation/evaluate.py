@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from cfxray.evaluation.counterfactuals import (
 from cfxray.evaluation.gate import VERDICT_KEY, GateResult, check_gate
 from cfxray.evaluation.realism import RandomFeatureNet, extract_features
 from cfxray.evaluation.report import write_report
+from cfxray.evaluation.settings import EvaluateSettings
 from cfxray.evaluation.summary import (
     BootstrapSettings,
     classifier_summary,
@@ -44,38 +45,6 @@ REPORT_FILE = "report.html"
 PER_IMAGE_FILE = "per_image.csv"
 PLOTS_DIR = "plots"
 CASE_KINDS = ("best", "typical", "worst")
-
-
-@dataclass(frozen=True)
-class EvaluateSettings:
-    """The `evaluate` section of params.yaml."""
-    batch_size: int = 64
-    device: str = "auto"  # auto = cuda when available
-    seed: int = 0  # bootstrap and KID subset sampling
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
-    threshold: float = 0.5  # P(PNEUMONIA) decision threshold for the classifier metrics
-    calibration_bins: int = 10
-    sparsity_threshold: float = 0.05  # intensity change that counts a pixel as changed
-    feature_seed: int = 0  # seed of the random feature network for KID/FID
-    max_reference_images: int = 500  # real target-class train images KID/FID compare with
-    kid_subset_size: int = 100
-    kid_subsets: int = 50
-    max_adversarial_fraction: float = 0.2  # flag above this share of classifier-only flips
-    report_cases: int = 1  # images per kind (best, typical, worst) and direction
-    gate: dict[str, float | None] = field(default_factory=dict)
-
-    @classmethod
-    def from_params(cls, values: dict[str, Any]) -> EvaluateSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise UserError(f"unknown keys {sorted(unknown)} in the params.yaml `evaluate` "
-                            f"section; known: {sorted(known)}")
-        return cls(**values)
-
-    def bootstrap(self) -> BootstrapSettings:
-        return BootstrapSettings(self.bootstrap_resamples, self.confidence, self.seed)
 
 
 @dataclass
@@ -241,7 +210,7 @@ def evaluate(data_dir: str | Path, classifier_path: str | Path, oracle_path: str
     generators = load_generators_for(generators_path, test.size)
     generators.n2p.to(device)
     generators.p2n.to(device)
-    boot = settings.bootstrap()
+    boot = BootstrapSettings(settings.bootstrap_resamples, settings.confidence, settings.seed)
 
     labels = test.labels.numpy()
     probs = {name: pneumonia_probabilities(model, test, settings.batch_size, device)

@@ -30,7 +30,6 @@ from cfxray.errors import UserError
 from cfxray.evaluation.gate import VERDICT_BOOL_KEY, VERDICT_KEY, read_verdict
 from cfxray.export.model_repository import (
     ONNX_FILE,
-    ServingSettings,
     check_version_free,
     publish,
     settings_dict,
@@ -42,9 +41,9 @@ from cfxray.export.onnx_export import (
     export_onnx,
     sample_images,
 )
+from cfxray.export.settings import ServingSettings
 from cfxray.export.wrappers import ClassifierServing, ExplainServing, GeneratorServing
 from cfxray.lineage import write_lineage
-from cfxray.params import DEFAULT_PARAMS
 
 GATE_FILE = "metrics.json"
 def require_gate(evaluation_dir: str | Path) -> dict[str, Any]:
@@ -98,10 +97,11 @@ def export_repository(
     settings: ServingSettings | None = None,
     atol: float = PARITY_ATOL,
     progress: Callable[[str], None] = print,
-    params_file: str | Path = DEFAULT_PARAMS,
+    params_file: str | Path | None = None,
     int8_calibration: str | Path | None = None,
 ) -> tuple[int, list[ParityReport]]:
-    """Export, verify and publish; `params_file` feeds the model cards (owners, licence).
+    """Export, verify and publish; `params_file` feeds the model cards (owners, licence;
+    None: params.yaml when there is one).
 
     With `int8_calibration` (a prepared data folder) both generators are published as static
     int8 models, calibrated on its training split (`cfxray.export.quantize`)."""

@@ -14,44 +14,17 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from cfxray.contract import MODEL_NAMES, MODEL_SPECS, ModelSpec, TensorSpec
 from cfxray.errors import UserError
 from cfxray.export import pbtxt
+from cfxray.export.settings import ServingSettings
 
 CONFIG_FILE = "config.pbtxt"
 ONNX_FILE = "model.onnx"
-INSTANCE_KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
-
-
-@dataclass(frozen=True)
-class ServingSettings:
-    """How Triton batches and places the models, and how clients fit images to them.
-
-    The `export` section of params.yaml; every field lands in each model's config.pbtxt.
-    """
-
-    max_batch_size: int = 16
-    preferred_batch_sizes: tuple[int, ...] = (4, 8, 16)
-    max_queue_delay_microseconds: int = 2000
-    instance_count: int = 1
-    instance_kind: str = "KIND_AUTO"
-    intra_op_threads: int = 0  # 0: onnxruntime's default
-    resize: str = "pad"  # how clients fit images to the model's size: the preprocess step's mode
-
-    def validate(self) -> None:
-        if self.max_batch_size < 1:
-            raise UserError("max_batch_size must be at least 1")
-        if any(not 1 <= b <= self.max_batch_size for b in self.preferred_batch_sizes):
-            raise UserError(f"preferred batch sizes {self.preferred_batch_sizes} must lie in "
-                            f"1..max_batch_size ({self.max_batch_size})")
-        if self.instance_count < 1:
-            raise UserError("instance_count must be at least 1")
-        if self.instance_kind not in INSTANCE_KINDS:
-            raise UserError(f"instance_kind must be one of {INSTANCE_KINDS}")
 
 
 def production_config(spec: ModelSpec, size: int, settings: ServingSettings) -> dict[str, Any]:

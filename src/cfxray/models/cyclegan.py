@@ -47,13 +47,13 @@ class LossConfig:
     adversarial: float = 1.0
     lambda_cycle: float = 10.0
     cycle_p_scale: float = 1.0
-    mu_identity: float = 5.0
+    mu_identity: float = 0.0
     gamma_counter: float = 1.0
-    counter_form: str = "mse"
-    counter_margin: float = 2.0
-    sparsity: float = 0.0
+    counter_form: str = "margin"
+    counter_margin: float = 5.0
+    sparsity: float = 5.0
     cycle_noise: float = 0.0
-    tv_change: float = 0.0
+    tv_change: float = 150.0
     d_other_class: float = 0.0
 
     def validate(self) -> None:

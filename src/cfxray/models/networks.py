@@ -41,7 +41,7 @@ HEAD_INIT_SCALE = 0.1  # residual and mask heads start small, so training starts
 class GeneratorConfig:
     image_size: int = 64
     channels: int = 1
-    ngf: int = 32
+    ngf: int = 16
     n_blocks: int = 6
     n_downsampling: int = 2
     variant: str = "mask"

@@ -20,7 +20,7 @@ class ClassifierTrainConfig:
     arch: str = "resnet18"
     stem: str = "auto"  # resnet18: auto | small | standard (cfxray.models.classifier.STEMS)
     image_size: int = 0  # 0: the data's size (the model resizes inside `forward` otherwise)
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 64  # global batch, split across torchrun processes
     lr: float = 2e-3  # peak of the one-cycle schedule
     weight_decay: float = 1e-4

@@ -18,11 +18,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cfxray.contract import MODEL_NAMES, MODEL_SPECS, ModelSpec, TensorSpec
+from cfxray.contract import (
+    CONFIG_FILE,
+    MODEL_NAMES,
+    MODEL_SPECS,
+    ModelSpec,
+    TensorSpec,
+    model_versions,
+)
 from cfxray.errors import UserError
 from cfxray.export import pbtxt
 
-CONFIG_FILE = "config.pbtxt"
 ONNX_FILE = "model.onnx"
 INSTANCE_KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
 
@@ -104,16 +110,9 @@ def config_parameters(config: dict[str, Any]) -> dict[str, str]:
     return {p["key"]: p["value"]["string_value"] for p in params}
 
 
-def versions(model_dir: str | Path) -> list[int]:
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
 def latest_version(repo: str | Path) -> int:
     """The newest version present in any of the four models (0 for an empty repository)."""
-    return max((v for name in MODEL_NAMES for v in versions(Path(repo) / name)), default=0)
+    return max((v for name in MODEL_NAMES for v in model_versions(Path(repo) / name)), default=0)
 
 
 def check_version_free(repo: str | Path, version: int) -> None:
@@ -174,7 +173,7 @@ def repository_summary(repo: str | Path) -> dict[str, Any]:
     for name in MODEL_NAMES:
         if (repo / name / CONFIG_FILE).exists():
             config = read_config(repo / name)
-            summary[name] = {"versions": versions(repo / name),
+            summary[name] = {"versions": model_versions(repo / name),
                              "image_size": int(config_parameters(config).get("image_size", 0)),
                              "max_batch_size": config.get("max_batch_size")}
     return summary

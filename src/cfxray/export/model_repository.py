@@ -94,6 +94,16 @@ def config_header(spec: ModelSpec) -> str:
             "# Written by `cfxray export`; contract in docs/SERVING.md.\n")
 
 
+def config_text(config: dict[str, Any], header: str) -> str:
+    return header + pbtxt.dumps(config)
+
+
+def production_config_text(spec: ModelSpec, size: int, settings: ServingSettings) -> str:
+    """The config.pbtxt `publish` writes for a model, as text: export records its hash in the
+    version's lineage.json, so an audit notices a config edited after the export."""
+    return config_text(production_config(spec, size, settings), config_header(spec))
+
+
 def read_config(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / CONFIG_FILE
     if not path.exists():
@@ -140,7 +150,7 @@ def repository_lock(repo: Path) -> Iterator[None]:
 def write_config(model_dir: Path, config: dict[str, Any], header: str) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".{CONFIG_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(header + pbtxt.dumps(config))
+    tmp.write_text(config_text(config, header))
     os.replace(tmp, model_dir / CONFIG_FILE)
 
 

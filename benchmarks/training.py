@@ -45,6 +45,7 @@ def cyclegan_step(cfg: dict[str, Any], device: torch.device,
                   autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
                   channels_last: bool = False) -> tuple[Callable[[], object], Callable[[], object]]:
     """(one training step, one input-pipeline step) for a CycleGAN at `cfg`."""
+    from cfxray.data.tensors import unit_images
     from cfxray.models.classifier import ClassifierConfig, build_classifier
     from cfxray.models.cyclegan import (
         CycleGANStep,
@@ -88,7 +89,7 @@ def cyclegan_step(cfg: dict[str, Any], device: torch.device,
         out = []
         for images in domains:
             index = (torch.arange(batch, device=device) + i * batch) % len(images)
-            x = images[index].unsqueeze(1).float().div_(255.0)
+            x = unit_images(images[index])
             out.append(x.contiguous(memory_format=memory_format))
         return out
 

@@ -80,7 +80,7 @@ def test_training_writes_every_artifact(blob_data, classifier, uninterrupted):
     summary = json.loads((out / "summary.json").read_text())
     for direction in ("n2p", "p2n"):
         test = summary["test"][direction]
-        assert 0 <= test["validity"] <= 1 and 0 <= test["oracle_validity"] <= 1
+        assert 0 <= test["validity"] <= 1 and 0 <= test["oracle_score"] <= 1
         assert 0 < test["ssim"] <= 1
     assert summary["steps"] == 8 and summary["train_seconds"] > 0
     lineage = json.loads((out / "lineage.json").read_text())

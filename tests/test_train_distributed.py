@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from cfxray.conventions import CLASSIFIER_FILE
 from cfxray.data.tensors import load_split
 from cfxray.models.classifier import load_classifier
+from cfxray.models.parallel import unwrap
 from cfxray.train import distributed as D
 from cfxray.train.classifier import evaluate, train_classifier
 from cfxray.train.configs import ClassifierTrainConfig
@@ -70,7 +71,7 @@ def _helper_worker(rank: int, port: int, out: str) -> None:
         x = torch.full((4, 3), float(rank + 1))  # each rank sees different data
         model(x).square().mean().backward()
         opt.step()
-        weights = D.unwrap(model).weight.detach().flatten().tolist()
+        weights = unwrap(model).weight.detach().flatten().tolist()
     Path(out, f"{rank}.json").write_text(json.dumps(
         {"total": total, "gathered": gathered, "decided": decided, "weights": weights}))
 

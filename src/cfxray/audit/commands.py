@@ -72,8 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from cfxray.audit.chain import audit_artifact, audit_repository, audit_served
+    from cfxray.audit.chain import audit_artifact
     from cfxray.audit.render import render_tree
+    from cfxray.audit.repository import audit_repository, audit_served
 
     if args.diff:
         return _run_diff(args)

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cfxray.audit.chain import Audit, Node, _Walker
+from cfxray.audit.chain import trace_version
+from cfxray.audit.findings import ROLES, Node
 from cfxray.audit.metrics_table import MetricRow, metric_rows
-from cfxray.conventions import LINEAGE_FILE
-from cfxray.errors import UserError
 from cfxray.lineage import record_documents
 from cfxray.settings import load_settings
 
@@ -76,14 +75,7 @@ PRIVACY = {
 
 def _by_role(root: Node) -> dict[str, Node]:
     """First artifact of each role, breadth first (the classifier before the oracle)."""
-    found: dict[str, Node] = {}
-    queue = [root]
-    while queue:
-        node = queue.pop(0)
-        if node.role and node.role not in found and node.record is not None:
-            found[node.role] = node
-        queue.extend(node.children)
-    return found
+    return {role: node for role in ROLES if (node := root.first(role)) is not None}
 
 
 def _data_entry(role: str, node: Node) -> dict[str, Any]:
@@ -160,20 +152,7 @@ def build_card(version_dir: str | Path, params_file: str | Path | None = None,
     """The card's fields (Model Card Toolkit schema) for one Triton model version folder
     (also a staged one, before it is moved into the repository: the record's `model` and
     `version` then name it)."""
-    return _card(_walk_version(Path(version_dir), search_roots).roots[0], params_file)
-
-
-def _walk_version(version_dir: Path, search_roots: list[str | Path] | None) -> Audit:
-    if not (version_dir / LINEAGE_FILE).is_file():
-        raise UserError(f"{version_dir} has no {LINEAGE_FILE}; export the model first")
-    record = json.loads((version_dir / LINEAGE_FILE).read_text())
-    model = str(record.get("model") or version_dir.parent.name)
-    version = str(record.get("version") or version_dir.name)
-    roots = [Path(p) for p in (search_roots or [])] + [version_dir.resolve().parent.parent,
-                                                        Path.cwd()]
-    walker = _Walker(roots)
-    root = walker.served(model, version, version_dir)
-    return Audit(roots=[root], problems=walker.problems, warnings=walker.warnings)
+    return _card(trace_version(version_dir, search_roots).roots[0], params_file)
 
 
 def _card(root: Node, params_file: str | Path | None) -> dict[str, Any]:
@@ -413,7 +392,7 @@ def write_model_card(version_dir: str | Path, params_file: str | Path | None = N
     from cfxray.audit.graph import draw_chain
 
     version_dir = Path(version_dir)
-    audit = _walk_version(version_dir, search_roots)
+    audit = trace_version(version_dir, search_roots)
     card = _card(audit.roots[0], params_file)
     with tempfile.TemporaryDirectory() as tmp:
         lineage_png = draw_chain(audit, Path(tmp) / "lineage.png").read_bytes()

@@ -19,6 +19,7 @@ from torch import nn
 
 from cfxray.conventions import CLASSES, DIRECTIONS, NORMAL, PNEUMONIA
 from cfxray.data.tensors import SplitData, load_split, require_both_classes
+from cfxray.device import select_device
 from cfxray.errors import UserError
 from cfxray.evaluation import classifier_metrics as cm
 from cfxray.evaluation import figures
@@ -56,14 +57,6 @@ class Evaluation:
     @property
     def report(self) -> Path:
         return self.out_dir / REPORT_FILE
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
 
 
 def load_generators_for(path: str | Path, image_size: int) -> Generators:
@@ -201,7 +194,7 @@ def evaluate(data_dir: str | Path, classifier_path: str | Path, oracle_path: str
     """Evaluate on the test split; the realism reference comes from the train split."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(settings.device)
+    device = select_device(settings.device)
     test = load_split(data_dir, "test")
     require_both_classes(test, f"the test split of {data_dir}")
     train = load_split(data_dir, "train")

@@ -7,6 +7,7 @@ are the version folders renamed into place. A failed export leaves the repositor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ from cfxray.evaluation.gate import VERDICT_BOOL_KEY, VERDICT_KEY, read_verdict
 from cfxray.export.model_repository import (
     ONNX_FILE,
     check_version_free,
+    production_config_text,
     publish,
     settings_dict,
 )
@@ -160,6 +162,7 @@ def export_repository(
 
         def finalize(name: str, folder: Path, version: int) -> None:
             report = next(r for r in reports if r.model == name)
+            config = production_config_text(MODEL_SPECS[name], size, settings)
             write_lineage(folder, kind=f"serving/{name}", inputs=inputs,
                           params={"image_size": size, "stride": stride, "parity_atol": atol,
                                   "serving": settings_dict(settings),
@@ -168,7 +171,9 @@ def export_repository(
                           metrics={"parity_max_abs_diff": report.max_abs_diff,
                                    "gate": _gate_summary(gate_metrics),
                                    **({"int8": int8[name]} if name in int8 else {})},
-                          extra={"model": name, "version": version})
+                          extra={"model": name, "version": version,
+                                 "config": {"sha256": hashlib.sha256(config.encode()).hexdigest(),
+                                            "text": config}})
             write_model_card(folder, params_file)  # seals its hashes into lineage.json
 
         published = publish(staged, out, version, size, settings, finalize)

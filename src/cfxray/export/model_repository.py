@@ -18,12 +18,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from cfxray.contract import MODEL_NAMES, MODEL_SPECS, ModelSpec, TensorSpec
+from cfxray.contract import (
+    CONFIG_FILE,
+    MODEL_NAMES,
+    MODEL_SPECS,
+    ModelSpec,
+    TensorSpec,
+    model_versions,
+)
 from cfxray.errors import UserError
 from cfxray.export import pbtxt
 from cfxray.export.settings import ServingSettings
 
-CONFIG_FILE = "config.pbtxt"
 ONNX_FILE = "model.onnx"
 
 
@@ -61,6 +67,16 @@ def config_header(spec: ModelSpec) -> str:
             "# Written by `cfxray export`; contract in docs/SERVING.md.\n")
 
 
+def config_text(config: dict[str, Any], header: str) -> str:
+    return header + pbtxt.dumps(config)
+
+
+def production_config_text(spec: ModelSpec, size: int, settings: ServingSettings) -> str:
+    """The config.pbtxt `publish` writes for a model, as text: export records its hash in the
+    version's lineage.json, so an audit notices a config edited after the export."""
+    return config_text(production_config(spec, size, settings), config_header(spec))
+
+
 def read_config(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / CONFIG_FILE
     if not path.exists():
@@ -77,16 +93,9 @@ def config_parameters(config: dict[str, Any]) -> dict[str, str]:
     return {p["key"]: p["value"]["string_value"] for p in params}
 
 
-def versions(model_dir: str | Path) -> list[int]:
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
 def latest_version(repo: str | Path) -> int:
     """The newest version present in any of the four models (0 for an empty repository)."""
-    return max((v for name in MODEL_NAMES for v in versions(Path(repo) / name)), default=0)
+    return max((v for name in MODEL_NAMES for v in model_versions(Path(repo) / name)), default=0)
 
 
 def check_version_free(repo: str | Path, version: int) -> None:
@@ -114,7 +123,7 @@ def repository_lock(repo: Path) -> Iterator[None]:
 def write_config(model_dir: Path, config: dict[str, Any], header: str) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".{CONFIG_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(header + pbtxt.dumps(config))
+    tmp.write_text(config_text(config, header))
     os.replace(tmp, model_dir / CONFIG_FILE)
 
 
@@ -147,7 +156,7 @@ def repository_summary(repo: str | Path) -> dict[str, Any]:
     for name in MODEL_NAMES:
         if (repo / name / CONFIG_FILE).exists():
             config = read_config(repo / name)
-            summary[name] = {"versions": versions(repo / name),
+            summary[name] = {"versions": model_versions(repo / name),
                              "image_size": int(config_parameters(config).get("image_size", 0)),
                              "max_batch_size": config.get("max_batch_size")}
     return summary

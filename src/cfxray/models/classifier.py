@@ -19,6 +19,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from cfxray.errors import UserError
+from cfxray.models.parallel import unwrap
 
 ARCHITECTURES = ("resnet18", "densenet121", "efficientnet_b0", "smallcnn")
 # standard: the architecture's own first layer (for ResNet-18 torchvision's 7x7 stride-2
@@ -112,7 +113,7 @@ def build_classifier(config: ClassifierConfig) -> XrayClassifier:
 
 
 def classifier_state(model: XrayClassifier, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    net = model.module if hasattr(model, "module") else model
+    net = unwrap(model)
     return {"config": asdict(net.config), "state_dict": net.state_dict(), **(extra or {})}
 
 

@@ -36,6 +36,7 @@ from torch import nn
 from cfxray.conventions import NORMAL, PNEUMONIA
 from cfxray.errors import UserError
 from cfxray.models.networks import PatchDiscriminator, ResnetGenerator
+from cfxray.models.parallel import unwrap
 
 COUNTER_FORMS = ("mse", "margin", "logloss")
 LOSS_KEYS = ("adv", "cycle", "identity", "counter", "sparsity", "variation", "g_total", "d_p",
@@ -194,11 +195,6 @@ class DiscriminatorPair(nn.Module):
             loss_p = loss_p + 0.5 * other_class * lsgan_loss(self.d_p(real_n), False)
             loss_n = loss_n + 0.5 * other_class * lsgan_loss(self.d_n(real_p), False)
         return loss_p, loss_n
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return module.module if hasattr(module, "module") else module
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:

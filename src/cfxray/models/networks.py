@@ -30,6 +30,7 @@ from torch import nn
 
 from cfxray.conventions import GENERATORS_FILE
 from cfxray.errors import UserError
+from cfxray.models.parallel import unwrap
 
 VARIANTS = ("plain", "residual", "mask")
 UPSAMPLING = ("transpose", "resize")
@@ -203,10 +204,8 @@ class Generators(NamedTuple):
 
 def generators_state(n2p: nn.Module, p2n: nn.Module, config: GeneratorConfig) -> dict[str, Any]:
     """The `generators.pt` contract: config (with image_size) and both state dicts."""
-    def plain(m: nn.Module) -> nn.Module:
-        return m.module if hasattr(m, "module") else m
-    return {"config": asdict(config), "n2p": plain(n2p).state_dict(),
-            "p2n": plain(p2n).state_dict()}
+    return {"config": asdict(config), "n2p": unwrap(n2p).state_dict(),
+            "p2n": unwrap(p2n).state_dict()}
 
 
 def load_generators(path: str | Path) -> Generators:

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from cfxray.contract import model_versions
 from cfxray.conventions import CLASSES, LINEAGE_FILE
 from cfxray.errors import UserError
 from cfxray.lineage import dvc_md5_tree, lineage_metadata, read_lineage, save_lineage
@@ -256,7 +257,7 @@ def repository_versions(model_repo: str | Path) -> dict[str, set[int]]:
     root = Path(model_repo)
     if not root.is_dir():
         return {}
-    return {model.name: {int(v.name) for v in model.iterdir() if v.is_dir() and v.name.isdigit()}
+    return {model.name: set(model_versions(model))
             for model in sorted(root.iterdir()) if model.is_dir()}
 
 

@@ -28,8 +28,9 @@ from cfxray.checkpoint import (
     set_rng_state,
 )
 from cfxray.conventions import CLASSIFIER_FILE
-from cfxray.data.tensors import SplitData, load_training_splits
+from cfxray.data.tensors import SplitData, load_training_splits, unit_images
 from cfxray.errors import UserError
+from cfxray.evaluation.classifier_metrics import roc_auc
 from cfxray.models.classifier import (
     ClassifierConfig,
     build_classifier,
@@ -96,19 +97,13 @@ def _intensity_stats(data: SplitData, chunk: int = 512) -> tuple[float, float]:
     """Training-set mean and std of [0, 1] intensities, the classifier's normalisation."""
     total = total_sq = 0.0
     for start in range(0, len(data), chunk):
-        x = data.images[start:start + chunk].double().div_(255.0)
+        x = unit_images(data.images[start:start + chunk], torch.float64)
         total += float(x.sum())
         total_sq += float(x.square().sum())
     n = data.images.numel()
     mean = total / n
     std = max((total_sq / n - mean**2) ** 0.5, 1e-3)
     return round(mean, 4), round(std, 4)
-
-
-def auc_score(labels: torch.Tensor, scores: torch.Tensor) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels.numpy(), scores.float().numpy()))
 
 
 @torch.no_grad()
@@ -125,7 +120,7 @@ def evaluate(model: nn.Module, data: SplitData, device: torch.device,
     all_logits = torch.cat(logits).cpu()
     labels = data.labels
     probs = torch.softmax(all_logits, dim=1)[:, 1]
-    return EvalResult(auc=auc_score(labels, probs),
+    return EvalResult(auc=roc_auc(labels.numpy(), probs.float().numpy()),
                       loss=float(nnf.cross_entropy(all_logits, labels)),
                       accuracy=float(((probs >= 0.5).long() == labels).float().mean()))
 

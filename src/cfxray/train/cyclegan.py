@@ -36,7 +36,7 @@ from cfxray.checkpoint import (
     set_rng_state,
 )
 from cfxray.conventions import GENERATORS_FILE, NORMAL, PNEUMONIA
-from cfxray.data.tensors import load_training_splits
+from cfxray.data.tensors import load_training_splits, unit_images
 from cfxray.errors import UserError
 from cfxray.lineage import sha256_file
 from cfxray.models.classifier import load_classifier
@@ -223,7 +223,7 @@ class CycleGANRun:
         return orders
 
     def _batch(self, label: int, index: torch.Tensor) -> torch.Tensor:
-        images = self.domains[label][index].unsqueeze(1).float().div_(255.0)
+        images = unit_images(self.domains[label][index])
         if self.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         return images

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
-from cfxray.errors import UserError
+from cfxray.device import select_device
 
 
 @dataclass(frozen=True)
@@ -46,24 +46,11 @@ def env_context() -> DistContext:
                        local_rank=int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def select_device(preference: str, ctx: DistContext) -> torch.device:
-    """`auto` takes this rank's GPU when there is one; `cuda` without a GPU is a user error."""
-    if preference not in ("auto", "cpu", "cuda"):
-        raise UserError(f"unknown device {preference!r}; choose auto, cpu or cuda")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is visible")
-    if preference == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    device = torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
-    torch.cuda.set_device(device)
-    return device
-
-
 @contextmanager
 def distributed_session(device_preference: str = "auto") -> Iterator[tuple[DistContext, torch.device]]:
     """Join the torchrun process group for the duration of a training run, then leave it."""
     ctx = env_context()
-    device = select_device(device_preference, ctx)
+    device = select_device(device_preference, ctx.local_rank)
     started = ctx.is_distributed and not dist.is_initialized()
     if started:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -80,10 +67,6 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.M
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch.nn.functional as nnf
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from cfxray.data.tensors import SplitData
+from cfxray.data.tensors import SplitData, unit_images
 from cfxray.train.distributed import DistContext, ShardSampler
 
 
@@ -41,7 +41,7 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 def to_device_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 [B, H, W] batch -> float [B, 1, H, W] in [0, 1] on the device."""
-    images = images.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
+    images = unit_images(images.to(device, non_blocking=True))
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     return images

@@ -234,7 +234,7 @@ class ClassifierTrainer(Trainer):
         return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict()}
 
-    def load_state(self, ckpt: dict[str, Any]) -> None:
+    def load_state(self, ckpt: dict[str, Any], path: Path) -> None:
         self.net.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

@@ -189,11 +189,6 @@ class CycleGANTrainer(Trainer):
         return {"generator_config": (asdict(self.gen_config), "the generators in "),
                 "run_config": (self.cfg.run_config(), "")}
 
-    def check_resume(self, ckpt: dict[str, Any], path: Path) -> None:
-        if ckpt["classifier_sha256"] != self.classifier_sha:
-            raise UserError(f"checkpoint {path} was trained against another classifier than "
-                            f"{self.classifier_path}; resume with the same classifier file")
-
     def state(self) -> dict[str, Any]:
         return {"classifier_sha256": self.classifier_sha,
                 "generators": self.gens_net.state_dict(),
@@ -201,7 +196,10 @@ class CycleGANTrainer(Trainer):
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict()}
 
-    def load_state(self, ckpt: dict[str, Any]) -> None:
+    def load_state(self, ckpt: dict[str, Any], path: Path) -> None:
+        if ckpt["classifier_sha256"] != self.classifier_sha:
+            raise UserError(f"checkpoint {path} was trained against another classifier than "
+                            f"{self.classifier_path}; resume with the same classifier file")
         self.gens_net.load_state_dict(ckpt["generators"])
         self.discs_net.load_state_dict(ckpt["discriminators"])
         self.opt_g.load_state_dict(ckpt["opt_g"])

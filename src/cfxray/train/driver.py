@@ -2,26 +2,16 @@
 
 A trainer (`cfxray.train.classifier`, `cfxray.train.cyclegan`) plugs in what differs: its
 models and batches, one optimisation step, the end of an epoch (validation, the kept model),
-its part of the checkpoint and its final report. The driver does the rest, the same way
-for both:
-
-- the loop: epochs of `steps_per_epoch` steps, a progress bar, `max_steps` (stop with a
-  checkpoint, continue with `--resume`), per-step losses summed on the device (one host
-  sync per `log_every` steps and per checkpoint);
-- `OUT/checkpoints/last.pt`, written atomically every `checkpoint_every` steps and every
-  epoch: the trainer's state, every rank's RNG streams and running losses, the position in
-  the epoch, and the settings a resumed run must share. A killed run resumed with
-  `--resume` ends with the weights of a run never interrupted (same seed, CPU);
-- refusals, each one line: a folder that already holds a run without `--resume`, a
-  checkpoint of another kind or configuration or process count, a corrupt checkpoint, and
-  a loss or weights that turn non-finite (stopped before anything non-finite is written);
-- torchrun: every helper is a no-op in one process; only rank 0 writes files.
+its part of the checkpoint and its final report. The driver does the rest the same way for
+both, so a fix to resuming, to a refusal or to torchrun cannot reach one trainer and miss
+the other (docs/TRAINING.md describes what it guarantees).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -83,9 +73,9 @@ class Outcome:
     message: str
 
 
-class Trainer:
+class Trainer(ABC):
     """What the driver needs from a trainer. Subclasses set the class attributes, and in
-    `__init__` `steps_per_epoch`, `loss_keys` (one per value `step` returns) and `progress`."""
+    `__init__` `steps_per_epoch` and `loss_keys` (one per value `step` returns)."""
 
     checkpoint_kind: ClassVar[str]
     title: ClassVar[str]  # names the run in messages: "classifier", "CycleGAN"
@@ -100,56 +90,59 @@ class Trainer:
         self.progress = self.progress_class()
 
     # The run ---------------------------------------------------------------------------
+    @abstractmethod
     def trained_modules(self) -> list[nn.Module]:
         """The modules in training mode during epochs; their weights must stay finite."""
-        raise NotImplementedError
 
+    @abstractmethod
     def start_epoch(self, epoch: int) -> None:
         """Prepare the epoch's batches."""
 
+    @abstractmethod
     def step(self, index: int) -> torch.Tensor:
         """One optimisation step (`index` inside the epoch): detached losses on the device."""
-        raise NotImplementedError
 
+    @abstractmethod
     def end_epoch(self, means: dict[str, float]) -> dict[str, float]:
         """Called on every rank once an epoch is done and counted in `progress`: validate,
         keep the model, return the log row's further columns."""
-        raise NotImplementedError
 
     @property
     def stopped_early(self) -> bool:
         return False
 
+    @abstractmethod
     def describe_epoch(self, row: dict[str, float]) -> str:
-        raise NotImplementedError
+        """The line printed after each epoch."""
 
+    @abstractmethod
     def plot_title(self) -> str:
-        raise NotImplementedError
+        """The title of `loss.png`."""
 
+    @abstractmethod
     def finish(self, train_seconds: float) -> Outcome:
         """Rank 0 only: the final measurements and the lineage record."""
-        raise NotImplementedError
 
     # The checkpoint --------------------------------------------------------------------
+    @abstractmethod
     def configs(self) -> dict[str, tuple[dict[str, Any], str]]:
         """Checkpoint key -> (settings a resumed run must share, what to call them)."""
-        raise NotImplementedError
 
-    def check_resume(self, ckpt: dict[str, Any], path: Path) -> None:
-        """Further refusals before a checkpoint is loaded."""
-
+    @abstractmethod
     def state(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The trainer's part of the checkpoint: models, optimisers, schedulers."""
 
-    def load_state(self, ckpt: dict[str, Any]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def load_state(self, ckpt: dict[str, Any], path: Path) -> None:
+        """Restore what `state` saved (or refuse, in one line, a checkpoint it cannot)."""
 
+    @abstractmethod
     def rank_state(self) -> dict[str, Any]:
         """This rank's own state beyond its RNG streams (augmentation stream, image pools)."""
-        return {}
 
+    @abstractmethod
     def load_rank_state(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what `rank_state` saved."""
 
 
 class _Loop:
@@ -199,11 +192,10 @@ class _Loop:
                             "resumed; start a new output folder")
         for key, (current, what) in self.t.configs().items():
             check_config_matches(ckpt[key], current, f"{what}checkpoint {path}")
-        self.t.check_resume(ckpt, path)
         if ckpt["world_size"] != self.ctx.world_size:
             raise UserError(f"checkpoint {path} was written by {ckpt['world_size']} processes; "
                             f"resume it with the same --nproc_per_node, not {self.ctx.world_size}")
-        self.t.load_state(ckpt)
+        self.t.load_state(ckpt, path)
         mine = ckpt["rank_states"][self.ctx.rank]
         set_rng_state(mine["rng"])
         self.loss_sums.copy_(mine["loss_sums"])
@@ -261,8 +253,8 @@ class _Loop:
             stop = bool(cfg.max_steps) and p.step >= cfg.max_steps
             if (cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0) or stop:
                 self.train_seconds += time.perf_counter() - started
-                started = time.perf_counter()
                 self.save_checkpoint()
+                started = time.perf_counter()
             if stop:
                 bar.close()
                 return False

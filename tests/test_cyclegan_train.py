@@ -203,11 +203,11 @@ def test_cli_reads_the_params_section_and_flags_win(blob_data, classifier, tmp_p
                       "  sample_count: 1\n  device: cpu\n")
     out = tmp_path / "run"
     rc = cli_main(["train-cyclegan", "--data", str(blob_data), "--classifier", str(classifier),
-                   "--out", str(out), "--params", str(params), "--counter-form", "logloss"])
+                   "--out", str(out), "--params", str(params), "--counter-form", "mse"])
     assert rc == 0
     run_config = load_checkpoint(out / "checkpoints/last.pt")["run_config"]
     assert (run_config["gamma_counter"], run_config["counter_form"], run_config["ngf"]) == (
-        2.5, "logloss", 4)
+        2.5, "mse", 4)
     assert "test-split counterfactuals" in capsys.readouterr().out
 
     rc = cli_main(["train-cyclegan", "--data", str(blob_data), "--classifier",

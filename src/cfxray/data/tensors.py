@@ -62,8 +62,12 @@ def load_split(data_dir: str | Path, split: str) -> SplitData:
     if not path.exists():
         raise UserError(f"{data_dir} has no preprocessed '{split}' split ({path.name} missing); "
                         "run `cfxray data preprocess` first")
-    data = SplitData(**torch.load(path, map_location="cpu", weights_only=False))
-    return data
+    try:
+        return SplitData(**torch.load(path, map_location="cpu", weights_only=False))
+    except Exception as exc:  # truncated, overwritten or not a split file: one line, not a trace
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read {path}: {reason}; "
+                        "run `cfxray data preprocess` again") from exc
 
 
 def require_both_classes(data: SplitData, what: str) -> None:

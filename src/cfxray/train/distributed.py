@@ -9,7 +9,6 @@ run continues each rank's random stream.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Sampler
 
 from cfxray.device import select_device
 
@@ -97,40 +95,3 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
 def barrier(ctx: DistContext) -> None:
     if ctx.is_distributed:
         dist.barrier()
-
-
-class ShardSampler(Sampler[int]):
-    """This rank's share of a seeded per-epoch permutation, resumable mid-epoch.
-
-    Like `DistributedSampler` (the permutation depends only on seed and epoch, and is padded so
-    every rank gets the same count), plus `start`: the number of this rank's samples already
-    consumed, so a run resumed from a mid-epoch checkpoint sees exactly the samples the
-    uninterrupted run would have seen next.
-    """
-
-    def __init__(self, length: int, ctx: DistContext, seed: int, shuffle: bool = True) -> None:
-        self.length = length
-        self.ctx = ctx
-        self.seed = seed
-        self.shuffle = shuffle
-        self.per_rank = math.ceil(length / ctx.world_size)
-        self.epoch = 0
-        self.start = 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch = epoch
-        self.start = start
-
-    def __iter__(self) -> Iterator[int]:
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.length, generator=gen).tolist()
-        else:
-            order = list(range(self.length))
-        total = self.per_rank * self.ctx.world_size
-        order += order[: total - len(order)]  # pad by wrapping, as DistributedSampler does
-        mine = order[self.ctx.rank:total:self.ctx.world_size]
-        return iter(mine[self.start:])
-
-    def __len__(self) -> int:
-        return self.per_rank - self.start

@@ -42,7 +42,7 @@ def serving_settings(profile: Profile, threads: int) -> Any:
     any free instance at once, and batches form only from requests that queued while every
     instance was busy, which is when batching pays.
     """
-    from cfxray.export.model_repository import ServingSettings
+    from cfxray.export.settings import ServingSettings
 
     top = max(profile.concurrency)
     return ServingSettings(max_batch_size=top, preferred_batch_sizes=(top,),
@@ -51,12 +51,12 @@ def serving_settings(profile: Profile, threads: int) -> Any:
 
 
 def write_repository(onnx_path: Path, repo: Path, size: int, settings: Any) -> None:
-    from cfxray.contract import MODEL_SPECS
+    from cfxray.contract import CONFIG_FILE, MODEL_SPECS, config_to_text
     from cfxray.export.triton_config import (
         ONNX_FILE,
         config_header,
         production_config,
-        write_config,
+        write_file,
     )
 
     for name, batching in ((BATCHED, True), (UNBATCHED, False)):
@@ -65,7 +65,8 @@ def write_repository(onnx_path: Path, repo: Path, size: int, settings: Any) -> N
         config.ClearField("model_warmup")  # timed from the first request on, as before
         if not batching:
             config.ClearField("dynamic_batching")
-        write_config(repo / name, config, config_header(spec))
+        write_file(repo / name / CONFIG_FILE,
+                   (config_header(spec) + config_to_text(config)).encode())
         (repo / name / "1").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(onnx_path, repo / name / "1" / ONNX_FILE)
 

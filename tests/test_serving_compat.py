@@ -21,13 +21,13 @@ from cfxray.export.compat import (
     server_runtime,
 )
 from cfxray.export.exporter import export_repository
-from cfxray.export.model_repository import ServingSettings
 from cfxray.export.onnx_export import check_parity
+from cfxray.export.settings import ExportSettings
 from cfxray.export.wrappers import ClassifierServing
 from cfxray.models.classifier import load_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCTION = server_runtime(ServingSettings().triton_image)
+PRODUCTION = server_runtime(ExportSettings.triton_image)
 
 
 def _with_opset(source: Path, target: Path, opset: int) -> Path:
@@ -43,9 +43,9 @@ def test_the_checked_runtime_is_the_one_the_manifests_deploy():
     """Bumping the image without its ONNX Runtime entry (or the reverse) fails here."""
     deployment = yaml.safe_load((ROOT / "serving/k8s/base/deployment.yaml").read_text())
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == ServingSettings().triton_image
+    assert container["image"] == ExportSettings.triton_image
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["export"]
-    assert params.get("triton_image", ServingSettings().triton_image) == container["image"]
+    assert params["triton_image"] == container["image"]
     assert container["image"] in TRITON_RUNTIMES
     assert PRODUCTION.max_opset >= EXPORT_OPSET
 

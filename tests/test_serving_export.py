@@ -18,8 +18,9 @@ from cfxray import contract as c
 from cfxray.cli import main
 from cfxray.errors import UserError
 from cfxray.export.exporter import export_repository, require_gate
-from cfxray.export.model_repository import ServingSettings, publish, versions
+from cfxray.export.model_repository import publish
 from cfxray.export.onnx_export import PARITY_ATOL, check_parity, onnx_session
+from cfxray.export.settings import ServingSettings
 from cfxray.export.wrappers import ClassifierServing, ExplainServing, GeneratorServing
 from cfxray.lineage import read_lineage, sha256_file
 from cfxray.models.classifier import load_classifier
@@ -185,7 +186,7 @@ def test_export_cli_refuses_existing_version_and_failed_gate(serving_repo, tmp_p
     (evaluation / "metrics.json").write_text(json.dumps({"auc": 0.9}))
     assert main([*base, "--evaluation", str(evaluation)]) == 2
     assert "gate_passed" in capsys.readouterr().err
-    assert versions(serving_repo / c.EXPLAIN) == [1]
+    assert c.model_versions(serving_repo / c.EXPLAIN) == [1]
 
 
 @pytest.mark.parametrize(("metrics", "verdict"), [

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from cfxray import contract as c
-from cfxray.export.triton_config import GPU_CONFIG, read_config, schema
+from cfxray.contract import config_schema
+from cfxray.export.triton_config import GPU_CONFIG, read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "serving" / "k8s"
@@ -131,7 +132,7 @@ def test_gpu_overlay_uses_the_exported_gpu_configs(built, serving_repo):
     assert _container(gpu)["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert gpu["Deployment"]["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0,
                                                                      "maxUnavailable": 1}
-    mc = schema()
+    mc = config_schema()
     for name in c.MODEL_NAMES:
         config = read_config(serving_repo / name, GPU_CONFIG)  # Triton's schema
         default = read_config(serving_repo / name)

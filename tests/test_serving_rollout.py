@@ -13,9 +13,10 @@ from serving_support import MAX_BATCH, SIZE, xray_like
 
 from cfxray import contract as c
 from cfxray.cli import main
-from cfxray.export.model_repository import ServingSettings, publish, versions
+from cfxray.export.model_repository import publish
 from cfxray.export.rollout import prune, set_served, status
-from cfxray.export.triton_config import CUSTOM_CONFIG_DIR, read_config
+from cfxray.export.settings import ServingSettings
+from cfxray.export.triton_config import read_config
 
 SETTINGS = ServingSettings(max_batch_size=MAX_BATCH, preferred_batch_sizes=(2, 4),
                            max_queue_delay_microseconds=1000, intra_op_threads=1)
@@ -34,7 +35,7 @@ def _policies(repo: Path) -> set[str]:
     """The version policy of every config file of every model, as text."""
     found = set()
     for name in c.MODEL_NAMES:
-        for config_name in (None, *(p.stem for p in (repo / name / CUSTOM_CONFIG_DIR).glob("*"))):
+        for config_name in (None, *(p.stem for p in (repo / name / c.CUSTOM_CONFIG_DIR).glob("*"))):
             policy = read_config(repo / name, config_name).version_policy
             found.add(" ".join(str(policy).split()))
     return found
@@ -72,7 +73,7 @@ def test_retention_keeps_the_newest_versions_and_the_pinned_one(repo, tmp_path):
         _publish_copy_of_v1(repo, tmp_path)
     set_served(repo, 1, "rollback")
     assert prune(repo, keep=2) == [2]
-    assert {name: versions(repo / name) for name in c.MODEL_NAMES} == {
+    assert {name: c.model_versions(repo / name) for name in c.MODEL_NAMES} == {
         name: [1, 3, 4] for name in c.MODEL_NAMES}
     assert not [p for p in repo.glob("*/.pruned-*")]
     set_served(repo, None, "latest")

@@ -30,12 +30,7 @@ from cfxray.errors import UserError
 from cfxray.evaluation.gate import VERDICT_BOOL_KEY, VERDICT_KEY, read_verdict
 from cfxray.export.compat import ServerRuntime, check_versions, run_models, runtime_python
 from cfxray.export.compat import server_runtime as triton_runtime
-from cfxray.export.model_repository import (
-    ServingSettings,
-    check_version_free,
-    publish,
-    settings_dict,
-)
+from cfxray.export.model_repository import check_version_free, publish, settings_dict
 from cfxray.export.onnx_export import (
     PARITY_ATOL,
     ParityReport,
@@ -44,10 +39,10 @@ from cfxray.export.onnx_export import (
     sample_images,
 )
 from cfxray.export.rollout import prune
-from cfxray.export.triton_config import ONNX_FILE
+from cfxray.export.settings import ExportSettings, ServingSettings
+from cfxray.export.triton_config import ONNX_FILE, model_files
 from cfxray.export.wrappers import ClassifierServing, ExplainServing, GeneratorServing
 from cfxray.lineage import write_lineage
-from cfxray.params import DEFAULT_PARAMS
 
 GATE_FILE = "metrics.json"
 def require_gate(evaluation_dir: str | Path) -> dict[str, Any]:
@@ -106,20 +101,28 @@ def export_repository(
     settings: ServingSettings | None = None,
     atol: float = PARITY_ATOL,
     progress: Callable[[str], None] = print,
-    params_file: str | Path = DEFAULT_PARAMS,
+    params_file: str | Path | None = None,
     int8_calibration: str | Path | None = None,
+    triton_image: str = ExportSettings.triton_image,
+    keep_versions: int = ExportSettings.keep_versions,
 ) -> tuple[int, list[ParityReport]]:
-    """Export, verify and publish; `params_file` feeds the model cards (owners, licence).
+    """Export, verify and publish; `params_file` feeds the model cards (owners, licence;
+    None: params.yaml when there is one). Every model must also run in `triton_image`'s ONNX
+    Runtime (`cfxray.export.compat`); after the publish, `keep_versions` versions stay
+    (`cfxray.export.rollout.prune`).
 
     With `int8_calibration` (a prepared data folder) both generators are published as static
     int8 models, calibrated on its training split (`cfxray.export.quantize`)."""
     from cfxray.audit.model_card import write_model_card
+    from cfxray.audit.repository import MODEL_FILES, file_record
     from cfxray.data.preprocess import RESIZE_MODES
     from cfxray.models.classifier import load_classifier
     from cfxray.models.networks import load_generators
 
     settings = settings or ServingSettings()
     settings.validate()
+    if keep_versions < 1:
+        raise UserError(f"keep_versions must be at least 1, got {keep_versions}")
     if settings.resize not in RESIZE_MODES:
         raise UserError(f"resize must be one of {RESIZE_MODES}, got {settings.resize!r}")
     gate_metrics = require_gate(evaluation_dir) if evaluation_dir is not None else None
@@ -128,7 +131,7 @@ def export_repository(
         raise UserError(f"{out} exists and is not a folder")
     if version is not None:
         check_version_free(out, version)  # fail before minutes of export; rechecked at publish
-    server = triton_runtime(settings.triton_image)
+    server = triton_runtime(triton_image)
     production = (server.describe(), runtime_python(server, progress))
     classifier = load_classifier(classifier_path)
     generators = load_generators(generators_dir)
@@ -182,6 +185,9 @@ def export_repository(
 
         def finalize(name: str, folder: Path, version: int) -> None:
             report = next(r for r in reports if r.model == name)
+            # What publish writes beside the version folders, as the audit compares it
+            # (configs without the version policy, which the rollout state owns).
+            written = model_files(MODEL_SPECS[name], size, settings, served_version=None)
             write_lineage(folder, kind=f"serving/{name}", inputs=inputs,
                           params={"image_size": size, "stride": stride, "parity_atol": atol,
                                   "serving": settings_dict(settings),
@@ -193,15 +199,17 @@ def export_repository(
                                        "max_abs_diff": production_reports[name].max_abs_diff},
                                    "gate": _gate_summary(gate_metrics),
                                    **({"int8": int8[name]} if name in int8 else {})},
-                          extra={"model": name, "version": version})
+                          extra={"model": name, "version": version,
+                                 MODEL_FILES: {relative: file_record(relative, data)
+                                               for relative, data in written.items()}})
             write_model_card(folder, params_file)  # seals its hashes into lineage.json
 
         published = publish(staged, out, version, size, settings, finalize)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    removed = prune(out, settings.keep_versions)
+    removed = prune(out, keep_versions)
     if removed:
-        progress(f"retention (keep_versions {settings.keep_versions}): removed versions "
+        progress(f"retention (keep_versions {keep_versions}): removed versions "
                  f"{removed}")
     return published, reports
 

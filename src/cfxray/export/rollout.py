@@ -7,7 +7,9 @@ So one thing decides what every replica serves, the pods the autoscaler adds inc
 policy in the configs. It is rendered from `rollout.json` at the repository root, which only
 this module changes: `latest 1` while nothing is pinned (a publish rolls out), `specific [N]`
 after `cfxray rollout rollback --to N`. Export re-renders the policy from that file too, so a
-rollback survives the next export until `cfxray rollout latest` releases it.
+rollback survives the next export until `cfxray rollout latest` releases it. The policy is
+the one part of a config export does not record for the audit, which checks it against
+`rollout.json` instead: a rollback is no edit of the exported configs.
 
 Every write is one rename (config files, the state, version folders moved out before they
 are deleted), so a replica polling mid-change sees each file either before or after it.
@@ -23,38 +25,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cfxray.contract import MODEL_NAMES
-from cfxray.errors import UserError
-from cfxray.export.triton_config import (
+from cfxray.contract import (
     CONFIG_FILE,
     CUSTOM_CONFIG_DIR,
-    parse,
+    MODEL_NAMES,
+    ROLLOUT_FILE,
+    config_to_text,
+    model_versions,
+    parse_config,
+    read_rollout,
     set_version_policy,
-    to_text,
 )
+from cfxray.errors import UserError
+from cfxray.export.model_repository import repository_lock
+from cfxray.export.triton_config import write_file
 
-STATE_FILE = "rollout.json"
 HISTORY_KEPT = 50
-
-
-def _state_path(repo: Path) -> Path:
-    return Path(repo) / STATE_FILE
-
-
-def read_state(repo: str | Path) -> dict[str, Any]:
-    path = _state_path(Path(repo))
-    if not path.exists():
-        return {"pinned": None, "history": []}
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
-    return {"pinned": state.get("pinned"), "history": state.get("history") or []}
 
 
 def served_version(repo: str | Path) -> int | None:
     """The pinned version, or None: serve the newest version present."""
-    return read_state(repo)["pinned"]
+    return read_rollout(repo)["pinned"]
 
 
 def _models(repo: Path) -> list[Path]:
@@ -63,21 +54,19 @@ def _models(repo: Path) -> list[Path]:
 
 def complete_versions(repo: str | Path) -> list[int]:
     """Versions present in every model of the repository (a consistent set)."""
-    from cfxray.export.model_repository import versions
-
     models = _models(Path(repo))
     if not models:
         return []
-    common = set(versions(models[0]))
+    common = set(model_versions(models[0]))
     for model in models[1:]:
-        common &= set(versions(model))
+        common &= set(model_versions(model))
     return sorted(common)
 
 
 def status(repo: str | Path) -> dict[str, Any]:
     repo = Path(repo)
     present = complete_versions(repo)
-    state = read_state(repo)
+    state = read_rollout(repo)
     pinned = state["pinned"]
     return {"repository": str(repo), "versions": present,
             "latest": present[-1] if present else None, "pinned": pinned,
@@ -87,8 +76,6 @@ def status(repo: str | Path) -> dict[str, Any]:
 
 def set_served(repo: str | Path, version: int | None, action: str) -> dict[str, Any]:
     """Pin `version` (None: release the pin, serve the newest) on every model at once."""
-    from cfxray.export.model_repository import repository_lock
-
     repo = Path(repo)
     if not _models(repo):
         raise UserError(f"{repo} holds no cfxray models; run `cfxray export --out {repo}`")
@@ -97,13 +84,13 @@ def set_served(repo: str | Path, version: int | None, action: str) -> dict[str, 
         if version is not None and version not in before["versions"]:
             raise UserError(f"version {version} is not in every model of {repo} (present: "
                             f"{before['versions'] or 'none'}); retention may have removed it")
-        state = read_state(repo)
+        state = read_rollout(repo)
         state["pinned"] = version
         state["history"] = [*state["history"], {
             "at": datetime.now(UTC).isoformat(timespec="seconds"), "action": action,
             "from": before["served"], "to": version if version is not None else before["latest"],
             "pinned": version is not None, "by": _user()}][-HISTORY_KEPT:]
-        _write_json(_state_path(repo), state)
+        write_file(repo / ROLLOUT_FILE, (json.dumps(state, indent=2) + "\n").encode())
         render_policies(repo, version)
         return status(repo)
 
@@ -115,9 +102,9 @@ def render_policies(repo: Path, version: int | None) -> None:
             text = path.read_text()
             header = "".join(line for line in text.splitlines(keepends=True)
                              if line.startswith("#"))
-            config = parse(text)
+            config = parse_config(text)
             set_version_policy(config, version)
-            _write_text(path, header + to_text(config))
+            write_file(path, (header + config_to_text(config)).encode())
 
 
 def prune(repo: str | Path, keep: int) -> list[int]:
@@ -125,18 +112,16 @@ def prune(repo: str | Path, keep: int) -> list[int]:
 
     Each folder is first renamed out of Triton's sight (a non-numeric name), then deleted.
     """
-    from cfxray.export.model_repository import repository_lock, versions
-
     repo = Path(repo)
     with repository_lock(repo):
-        return _prune(repo, keep, versions)
+        return _prune(repo, keep)
 
 
-def _prune(repo: Path, keep: int, versions: Any) -> list[int]:
+def _prune(repo: Path, keep: int) -> list[int]:
     pinned = served_version(repo)
     removed: set[int] = set()
     for model in _models(repo):
-        present = versions(model)
+        present = model_versions(model)
         for version in present[:-keep] if keep < len(present) else []:
             if version == pinned:
                 continue
@@ -152,13 +137,3 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    _write_text(path, json.dumps(data, indent=2) + "\n")

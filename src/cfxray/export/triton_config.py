@@ -1,64 +1,49 @@
 """Triton model configurations (`config.pbtxt`) as Triton's own protobuf messages.
 
 Every config is built, read and written through tritonclient's `model_config_pb2` and
-protobuf's text format, so a misspelt field or a wrong enum fails at export, not when a
-server loads the repository. tritonclient pulls in gRPC, so it is imported inside the
-functions: building the `cfxray` command line never loads it.
+protobuf's text format (`cfxray.contract.parse_config`, `config_to_text`), so a misspelt field
+or a wrong enum fails at export, not when a server loads the repository.
 
 Two files per model: `config.pbtxt` (what a server reads by default) and
 `configs/gpu.pbtxt`, the same model on GPU instances with the CUDA execution provider (and
 TensorRT when asked), which `tritonserver --model-config-name=gpu` picks instead
 (serving/k8s/overlays/gpu). The version policy in both comes from the rollout state
-(`cfxray.export.rollout`), never from the export itself.
+(`cfxray.export.rollout`), never from the export itself; export records every file it writes
+in the model folder (`model_files`) in the version's lineage.json, without that policy, for
+the audit (`cfxray.audit.repository`).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from cfxray.contract import IMAGE, TARGET_CLASS, ModelSpec, TensorSpec
+from cfxray.contract import (
+    CONFIG_FILE,
+    CUSTOM_CONFIG_DIR,
+    IMAGE,
+    TARGET_CLASS,
+    WARMUP_DIR,
+    ModelSpec,
+    TensorSpec,
+    config_schema,
+    config_to_text,
+    parse_config,
+    set_version_policy,
+)
 from cfxray.conventions import NORMAL, PNEUMONIA
 from cfxray.errors import UserError
+from cfxray.export.settings import ServingSettings
 
-if TYPE_CHECKING:
-    from cfxray.export.model_repository import ServingSettings
-
-CONFIG_FILE = "config.pbtxt"
 GPU_CONFIG = "gpu"  # configs/gpu.pbtxt: `tritonserver --model-config-name=gpu`
-CUSTOM_CONFIG_DIR = "configs"
-WARMUP_DIR = "warmup"  # Triton reads model_warmup input_data_file from <model>/warmup/
 ONNX_FILE = "model.onnx"
 
 
-def schema() -> Any:
-    """Triton's compiled config schema, `model_config_pb2` (from tritonclient)."""
-    from tritonclient.grpc import model_config_pb2
-
-    return model_config_pb2
-
-
-def parse(text: str) -> Any:
-    """A `ModelConfig` from protobuf text; an unknown field or enum is a ValueError."""
-    from google.protobuf import text_format
-
-    try:
-        return text_format.Parse(text, schema().ModelConfig())
-    except text_format.ParseError as exc:
-        raise ValueError(str(exc)) from exc
-
-
-def to_text(config: Any) -> str:
-    from google.protobuf import text_format
-
-    return text_format.MessageToString(config)
-
-
 def _tensors(target: Any, specs: tuple[TensorSpec, ...], size: int) -> None:
-    mc = schema()
+    mc = config_schema()
     for t in specs:
         tensor = target.add(name=t.name, data_type=mc.DataType.Value(f"TYPE_{t.dtype}"),
                             dims=list(t.resolved(size)))
@@ -77,7 +62,7 @@ def production_config(spec: ModelSpec, size: int, settings: ServingSettings,
 
     `served_version` None serves the newest version present; a number pins that one.
     """
-    mc = schema()
+    mc = config_schema()
     config = mc.ModelConfig(name=spec.name, backend="onnxruntime",
                             max_batch_size=settings.max_batch_size,
                             default_model_filename=ONNX_FILE)
@@ -100,7 +85,7 @@ def gpu_config(config: Any, settings: ServingSettings) -> Any:
     """`config` on GPU instances: CUDA execution provider with an exhaustive cuDNN algorithm
     search (paid for by the warm-up at load, not by the first requests), TensorRT in front
     of it when `settings.gpu_tensorrt`. CPU thread settings do not apply."""
-    mc = schema()
+    mc = config_schema()
     gpu = mc.ModelConfig()
     gpu.CopyFrom(config)
     del gpu.instance_group[:]
@@ -120,20 +105,11 @@ def gpu_config(config: Any, settings: ServingSettings) -> Any:
     return gpu
 
 
-def set_version_policy(config: Any, served_version: int | None) -> None:
-    """`specific [N]` when a version is pinned, else `latest 1` (the newest present)."""
-    config.ClearField("version_policy")
-    if served_version is None:
-        config.version_policy.latest.num_versions = 1
-    else:
-        config.version_policy.specific.versions.append(served_version)
-
-
 def _add_warmup(config: Any, spec: ModelSpec, size: int, batch_sizes: tuple[int, ...]) -> None:
     """Warm-up samples per batch size, random pixels. Triton sends a sample as that many
     single-image requests with the same data, so a model with TARGET_CLASS gets one sample
     per class: each of the explain graph's two generator branches warms up at every size."""
-    mc = schema()
+    mc = config_schema()
     targets = [None]
     if any(t.name == TARGET_CLASS for t in spec.inputs):
         targets = list(WARMUP_TARGETS)
@@ -156,13 +132,12 @@ def _add_warmup(config: Any, spec: ModelSpec, size: int, batch_sizes: tuple[int,
 WARMUP_TARGETS = {NORMAL: "target_normal", PNEUMONIA: "target_pneumonia"}  # data file names
 
 
-def write_warmup_files(model_dir: Path, config: Any) -> None:
+def warmup_files(config: Any) -> dict[str, bytes]:
     """The data files `config`'s warm-up samples name (one INT32 class index each)."""
-    files = {warm.input_data_file for sample in config.model_warmup
+    named = {warm.input_data_file for sample in config.model_warmup
              for warm in sample.inputs.values() if warm.input_data_file}
-    for target, name in WARMUP_TARGETS.items():
-        if name in files:
-            _atomic_write(model_dir / WARMUP_DIR / name, np.int32(target).astype("<i4").tobytes())
+    return {name: np.int32(target).astype("<i4").tobytes()
+            for target, name in WARMUP_TARGETS.items() if name in named}
 
 
 def config_header(spec: ModelSpec) -> str:
@@ -182,19 +157,13 @@ def read_config(model_dir: str | Path, name: str | None = None) -> Any:
     if not path.exists():
         raise UserError(f"{model_dir} is not a Triton model folder ({path.name} missing)")
     try:
-        return parse(path.read_text())
+        return parse_config(path.read_text())
     except ValueError as exc:
         raise UserError(f"cannot read {path}: {exc}") from exc
 
 
-def write_config(model_dir: Path, config: Any, header: str, name: str | None = None) -> None:
-    """Replace the config file in one rename (a polling server never sees half a file),
-    after the warm-up data it names is in place."""
-    write_warmup_files(model_dir, config)
-    _atomic_write(config_path(model_dir, name), (header + to_text(config)).encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
+def write_file(path: Path, data: bytes) -> None:
+    """Replace a file in one rename: a polling server never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_bytes(data)
@@ -205,10 +174,23 @@ def config_parameters(config: Any) -> dict[str, str]:
     return {key: value.string_value for key, value in config.parameters.items()}
 
 
-def write_model_configs(model_dir: Path, spec: ModelSpec, size: int, settings: ServingSettings,
-                        served_version: int | None) -> None:
-    """`config.pbtxt` and `configs/gpu.pbtxt` of one model, serving `served_version`."""
+def model_files(spec: ModelSpec, size: int, settings: ServingSettings,
+                served_version: int | None) -> dict[str, bytes]:
+    """Every file export writes in a model folder beside its versions, by path relative to
+    it, in writing order: the warm-up data before the configs that name it, `config.pbtxt`
+    (what a server reads by default) last."""
     config = production_config(spec, size, settings, served_version)
     header = config_header(spec)
-    write_config(model_dir, gpu_config(config, settings), header, GPU_CONFIG)
-    write_config(model_dir, config, header)
+    files = {f"{WARMUP_DIR}/{name}": data for name, data in warmup_files(config).items()}
+    gpu = gpu_config(config, settings)
+    files[f"{CUSTOM_CONFIG_DIR}/{GPU_CONFIG}.pbtxt"] = (header + config_to_text(gpu)).encode()
+    files[CONFIG_FILE] = (header + config_to_text(config)).encode()
+    return files
+
+
+def write_model_configs(model_dir: Path, spec: ModelSpec, size: int, settings: ServingSettings,
+                        served_version: int | None) -> None:
+    """`config.pbtxt`, `configs/gpu.pbtxt` and the warm-up data of one model, serving
+    `served_version`."""
+    for relative, data in model_files(spec, size, settings, served_version).items():
+        write_file(model_dir / relative, data)

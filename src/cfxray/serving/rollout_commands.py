@@ -10,7 +10,11 @@ import argparse
 import json
 from pathlib import Path
 
-from cfxray.params import DEFAULT_PARAMS, section
+from cfxray.serving.commands import ServeSettings
+from cfxray.settings import add_settings, resolve
+
+# The params.yaml sections these commands read: the repository `cfxray serve` serves.
+SECTIONS: dict[str, type] = {"serve": ServeSettings}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,18 +29,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     back.add_argument("--to", type=int, required=True, metavar="N")
     latest = actions.add_parser("latest", help="release the pin: serve the newest version")
     for parser in (status, back, latest):
-        parser.add_argument("--model-repo", type=Path, default=None,
-                            help="Triton model repository (default: serve.model_repo of "
-                                 "params.yaml, else model_repository)")
-        parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
+        add_settings(parser, ServeSettings, "serve", only=("model_repo",),
+                     help={"model_repo": "Triton model repository"})
         parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from cfxray.export.rollout import set_served, status
 
-    repo = args.model_repo or Path(section("serve", args.params).get("model_repo",
-                                                                     "model_repository"))
+    repo = Path(resolve(ServeSettings, args, "serve").model_repo)
     if args.action == "status":
         print(json.dumps(status(repo), indent=2))
         return 0

@@ -36,6 +36,7 @@ _ROLE_WORDS = (
     ("classifier", ("classifier", "oracle")),
     ("prepared", ("prepro", "prepared")),
     ("raw", ("phantom", "ingest", "raw", "dataset")),
+    ("study", ("study",)),  # a reader study made from a served version (cfxray.study)
 )
 
 
@@ -230,7 +231,18 @@ class _Walker:
         link = f"{model}/{version}"
         node = Node(name=link, link=link, path=version_dir)
         self.visit(node, served=True)
+        self.check_studies(node)
         return node
+
+    def check_studies(self, node: Node) -> None:
+        """The reader studies recorded for a version still match their reports."""
+        from cfxray.audit.studies import check_studies
+
+        for ok, message in check_studies(node.path, self.locate):
+            if ok:
+                node.status.append(f"ok {message}")
+            else:
+                self.fail(node, node.link, message)
 
     def visit(self, node: Node, served: bool = False) -> None:
         record_dir = node.path if node.path.is_dir() else node.path.parent

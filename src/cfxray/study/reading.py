@@ -76,7 +76,7 @@ class Desk:
                                f"{extra or 'none'}")
         for name, kind in ANSWER_FIELDS.items():
             if not isinstance(payload[name], kind) or isinstance(payload[name], bool):
-                raise Refused(400, f"answer field {name!r} must be a {kind.__name__}")
+                raise Refused(400, f"answer field {name!r} must be of type {kind.__name__}")
         if payload["study"] != self.study.sha256:
             raise Refused(409, "this answer is for another version of the study (content "
                                f"hash {payload['study'][:12]!r}, served {self.study.sha256[:12]}); "

@@ -85,7 +85,7 @@ class AnswerStore:
         try:
             self.engine = create_engine(parsed)
             metadata.create_all(self.engine)
-        except (OperationalError, ModuleNotFoundError) as exc:
+        except (ArgumentError, OperationalError, ModuleNotFoundError) as exc:
             raise UserError(f"cannot open the answers database {self.url}: {exc}") from None
 
     def add(self, answer: Answer) -> None:

@@ -61,8 +61,7 @@ def check_studies(version_dir: Path, locate: Callable[[str], Path | None]
             results.append((False, f"{what}: report {report} was made from another study "
                                    "than the one recorded here"))
             continue
-        results.append((True, f"{what}: report sha256 {now[:12]}, {entry.get('readers')} "
-                              f"readers, {entry.get('answers')} answers"))
+        results.append((True, f"{what}: report sha256 {now[:12]}, {_count(entry)}"))
     return results
 
 
@@ -70,12 +69,17 @@ def card_lines(studies: list[dict[str, Any]]) -> list[str]:
     """One line per study and headline number, for model cards."""
     lines = []
     for s in studies:
-        lines.append(f"{s.get('name')}: {s.get('readers')} readers, {s.get('answers')} "
-                     f"answers, study sha256 {str(s.get('study_sha256'))[:12]}, report "
-                     f"{s.get('report')} ({s.get('reported_utc')})")
+        lines.append(f"{s.get('name')}: {_count(s)}, study sha256 "
+                     f"{str(s.get('study_sha256'))[:12]}, report {s.get('report')}/report.html "
+                     f"({s.get('reported_utc')})")
         for row in s.get("summary") or []:
             ci = "" if row.get("low") is None else \
                 f" ({s.get('confidence', 0.95):.0%} CI {row['low']:.3f}-{row['high']:.3f})"
             lines.append(f"{s.get('name')}: {row['measure']} {row['value']:.3f}{ci}"
                          + (f", {row['note']}" if row.get("note") else ""))
     return lines
+
+
+def _count(entry: dict[str, Any]) -> str:
+    readers = entry.get("readers")
+    return f"{readers} reader{'' if readers == 1 else 's'}, {entry.get('answers')} answers"

@@ -156,6 +156,11 @@ def _ci(part: dict[str, Any], confidence: float) -> str:
     return f"{part['value']:.3f} ({confidence:.0%} CI {part['low']:.3f}-{part['high']:.3f})"
 
 
+def _readers(summary: dict[str, Any]) -> str:
+    n = len(summary["readers"])
+    return f"{n} reader{'' if n == 1 else 's'}"
+
+
 def _p(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
 
@@ -169,7 +174,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     tasks = summary["tasks"]
     lines = [f"study {summary['study']['name']} (sha256 {summary['study']['sha256'][:12]}), "
              f"model version {summary['study']['model']['version']}: "
-             f"{len(summary['readers'])} readers, {summary['answers']} answers"]
+             f"{_readers(summary)}, {summary['answers']} answers"]
     if PAIRS in tasks:
         t = tasks[PAIRS]
         lines.append(f"  real or counterfactual: picked the real image {_ci(t, conf)}; "
@@ -220,7 +225,7 @@ def figure(summary: dict[str, Any], path: Path) -> Path:
                       zorder=3, label=f"all readers, {conf:.0%} CI" if y == 0 else None)
     left.axvline(0.5, color="C3", ls="--", lw=1, label="chance")
     left.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
-    left.set_xlim(0, 1)
+    left.set_xlim(0, 1.03)
     left.set_ylim(-0.6, len(rows) - 0.4)
     left.invert_yaxis()
     left.set_xlabel("share of answers")
@@ -243,7 +248,7 @@ def figure(summary: dict[str, Any], path: Path) -> Path:
     right.set_title("Realism ratings", fontsize=10)
     s = summary["study"]
     fig.suptitle(f"Reader study {s['name']}: model version {s['model']['version']}, "
-                 f"{len(summary['readers'])} readers, {summary['answers']} answers", fontsize=10)
+                 f"{_readers(summary)}, {summary['answers']} answers", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -258,8 +263,9 @@ def render_html(summary: dict[str, Any], figure_path: Path) -> str:
 
     def row(task: str, measure: str, part: dict[str, Any], p: str, kappa: str,
             seconds: Any) -> None:
-        n = f"{part.get('answers', '')}" + (f" ({part['readers']} readers x {part['items']} "
-                                             "items)" if "readers" in part else "")
+        n = f"{part.get('answers', '')}" + (
+            f" ({part['readers']} reader{'' if part['readers'] == 1 else 's'} x "
+            f"{part['items']} items)" if "readers" in part else "")
         rows.append(f"<tr><td>{e(task)}</td><td>{e(measure)}</td><td>{e(_ci(part, conf))}"
                     f"</td><td>{e(n)}</td><td>{e(p)}</td><td>{e(kappa)}</td>"
                     f"<td>{e('' if seconds is None else f'{seconds:.1f}')}</td></tr>")
@@ -275,6 +281,9 @@ def render_html(summary: dict[str, Any], figure_path: Path) -> str:
         row(TASK_TEXT[RATING][0], "difference, real minus counterfactual", t["difference"],
             f"Mann-Whitney {_p(t['p_value_mann_whitney'])}", _kappa(t["fleiss_kappa"]),
             t["median_seconds"])
+        for case, value in (t.get("by_case") or {}).items():
+            row(TASK_TEXT[RATING][0], f"mean rating, the evaluation's {case} counterfactuals",
+                {"value": value}, "", "", None)
     if PREDICTION in tasks:
         t = tasks[PREDICTION]
         for arm in ARMS:
@@ -298,7 +307,7 @@ def render_html(summary: dict[str, Any], figure_path: Path) -> str:
 <h1>Reader study {e(s['name'])}</h1>
 <p>Study content sha256 <code>{e(s['sha256'])}</code>; model version {s['model']['version']}
 ({s['model']['image_size']} px); {e(s['data']['split'])} split sha256
-<code>{e(s['data']['sha256'][:16])}</code>. {len(summary['readers'])} readers,
+<code>{e(s['data']['sha256'][:16])}</code>. {_readers(summary)},
 {summary['answers']} answers, from {e(summary['database'])}.</p>
 <ul>{models}</ul>
 <figure><img alt='summary' style='max-width:100%' src='data:image/png;base64,{image}'>

@@ -93,10 +93,12 @@ def test_an_edited_report_breaks_the_audit(reported, study_project, capsys):
         out = capsys.readouterr().out
     assert "reader study 'clinic': report" in out and "changed since it was recorded" in out
     entry = study_project.repo / "classifier" / "1" / "reader_studies.json"
-    with changed(entry):
-        assert cfxray("audit", "--model-repo", study_project.repo, "--version", 1,
-                      "--model", "classifier") == 1
-    assert "document reader_studies.json changed" in capsys.readouterr().out
+    text = entry.read_text()
+    for edited in (text.replace('"readers": 3', '"readers": 30'), text[: len(text) // 2]):
+        with changed(entry, edited.encode()):
+            assert cfxray("audit", "--model-repo", study_project.repo, "--version", 1,
+                          "--model", "classifier") == 1
+        assert "document reader_studies.json changed" in capsys.readouterr().out
 
 
 def test_report_again_replaces_its_entry(reported, study_project):

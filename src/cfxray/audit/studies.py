@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cfxray.conventions import LINEAGE_FILE
+from cfxray.errors import UserError
 from cfxray.lineage import read_lineage, sha256_tree
 
 STUDIES_FILE = "reader_studies.json"
@@ -26,7 +27,14 @@ def read_studies(version_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(version_dir) / STUDIES_FILE
     if not path.is_file():
         return []
-    return list(json.loads(path.read_text()).get("studies") or [])
+    try:
+        studies = json.loads(path.read_text()).get("studies")
+    except (ValueError, AttributeError):
+        studies = None
+    if not isinstance(studies, list) or not all(isinstance(s, dict) for s in studies):
+        raise UserError(f"{path} is not a reader-studies document; `cfxray study report` "
+                        "writes it again")
+    return studies
 
 
 def record_study(version_dir: str | Path, entry: dict[str, Any]) -> None:
@@ -42,8 +50,12 @@ def check_studies(version_dir: Path, locate: Callable[[str], Path | None]
                   ) -> list[tuple[bool, str]]:
     """(ok, message) per recorded study: the report is where its entry says, unchanged, and
     made from the study the entry names."""
+    try:
+        studies = read_studies(version_dir)
+    except UserError as exc:
+        return [(False, str(exc))]
     results = []
-    for entry in read_studies(version_dir):
+    for entry in studies:
         what = f"reader study {entry.get('name')!r}"
         report = locate(str(entry.get("report") or ""))
         if report is None or not (report / LINEAGE_FILE).is_file():

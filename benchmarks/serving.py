@@ -42,7 +42,7 @@ def serving_settings(profile: Profile, threads: int) -> Any:
     any free instance at once, and batches form only from requests that queued while every
     instance was busy, which is when batching pays.
     """
-    from cfxray.export.model_repository import ServingSettings
+    from cfxray.export.settings import ServingSettings
 
     top = max(profile.concurrency)
     return ServingSettings(max_batch_size=top, preferred_batch_sizes=(top,),

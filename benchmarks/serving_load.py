@@ -56,7 +56,7 @@ def tiny_repository(root: Path, size: int) -> Path:
 
     from cfxray.checkpoint import save_atomic
     from cfxray.export.exporter import export_repository
-    from cfxray.export.model_repository import ServingSettings
+    from cfxray.export.settings import ServingSettings
     from cfxray.models.classifier import ClassifierConfig, build_classifier, classifier_state
     from cfxray.models.networks import GeneratorConfig, build_generator, generators_state
 

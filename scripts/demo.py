@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from cfxray.contract import model_versions
 from cfxray.evaluation.figures import render_readme_figure
 from cfxray.serving.triton import free_ports
 
@@ -70,7 +71,7 @@ def _run(cmd: list[str], env: dict[str, str]) -> None:
 
 
 def _latest_version(model_dir: Path) -> int:
-    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    versions = model_versions(model_dir)
     if not versions:
         raise SystemExit(f"demo: no published version in {model_dir}")
     return max(versions)

@@ -21,7 +21,7 @@ PACKAGE = "cfxray"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({""}),
     frozenset({"conventions", "errors"}),
-    frozenset({"params", "lineage", "contract", "checkpoint"}),
+    frozenset({"settings", "lineage", "contract", "checkpoint", "device"}),
     frozenset({"data"}),
     frozenset({"models"}),
     frozenset({"evaluation"}),

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from cfxray.errors import UserError
+from cfxray.settings import ArgumentParser
 
 # Modules that provide subcommands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -27,7 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="cfxray",
         description="Counterfactual explanations of chest X-ray classifiers (CycleGAN).",
     )

@@ -10,6 +10,7 @@ Importing this module is cheap (no torch, no onnx).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 CLASSIFIER = "classifier"
 GENERATOR_P2N = "generator_p2n"
@@ -17,6 +18,18 @@ GENERATOR_N2P = "generator_n2p"
 EXPLAIN = "explain"
 MODEL_NAMES: tuple[str, ...] = (CLASSIFIER, GENERATOR_P2N, GENERATOR_N2P, EXPLAIN)
 GENERATOR_MODELS: dict[str, str] = {"p2n": GENERATOR_P2N, "n2p": GENERATOR_N2P}
+
+# Triton's repository layout: REPO/<model>/config.pbtxt beside integer version folders
+# REPO/<model>/<N>/ (docs/SERVING.md).
+CONFIG_FILE = "config.pbtxt"
+
+
+def model_versions(model_dir: str | Path) -> list[int]:
+    """The integer version folders of a model folder, ascending ([] when it does not exist)."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 IMAGE = "IMAGE"  # raw grayscale pixels, UINT8 [batch, SIZE, SIZE]
 TARGET_CLASS = "TARGET_CLASS"  # INT32 [batch, 1]: AUTO_TARGET, 0 (NORMAL) or 1 (PNEUMONIA)

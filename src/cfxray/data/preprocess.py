@@ -9,6 +9,7 @@ only inside the mask after resizing; lung masks are thresholded at one half.
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,12 @@ from tqdm import tqdm
 from cfxray.conventions import CLASSES, SPLITS
 from cfxray.data import manifest
 from cfxray.data.images import ImageRejected, decode_gray
+from cfxray.data.settings import ResizeMode
 from cfxray.data.tensors import SplitData, save_split
 from cfxray.errors import UserError
 from cfxray.lineage import sha256_tree
 
-RESIZE_MODES = ("pad", "crop")
+RESIZE_MODES: tuple[str, ...] = typing.get_args(ResizeMode)
 META_NAME = "meta.json"
 _FILTER = Image.Resampling.BILINEAR
 

@@ -9,23 +9,45 @@ from __future__ import annotations
 import argparse
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from cfxray.errors import UserError
-from cfxray.params import DEFAULT_PARAMS, load_params
+from cfxray.settings import DEFAULT_PARAMS, from_section, from_sections, load_params, read_section
 
 COMPILED_PIPELINE = Path("pipelines") / "cfxray_pipeline.yaml"
-DEFAULTS: dict[str, Any] = {
-    "data_repo": ".",
-    "data_rev": "",
-    "data_path": "data/phantom",
-    "model_repository": "model_repository",
-    "local_root": "outputs/pipeline",
-    "experiment": "cfxray",
-}
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """The `pipeline` section of params.yaml: where the pipeline reads data and publishes."""
+
+    data_repo: str = "."  # DVC repository for `run --local` (a path)
+    data_repo_url: str = ""  # ... and for `submit` (a git URL the cluster can clone)
+    data_rev: str = ""  # git revision; empty: the working tree locally, default branch remotely
+    data_path: str = "data/phantom"  # the DVC-tracked raw dataset in that repository
+    model_repository: str = "model_repository"  # `run --local` publishes here
+    local_root: str = "outputs/pipeline"  # `run --local` keeps every step's outputs here
+    experiment: str = "cfxray"
+
+
+# The params.yaml sections these commands read, and their dataclasses; the steps read theirs.
+SECTIONS: dict[str, type] = {"pipeline": PipelineSettings}
+
+
+def step_settings() -> dict[str, type]:
+    """Every section a pipeline step reads, with its dataclass (the step commands' own)."""
+    from cfxray.data.commands import SECTIONS as DATA
+    from cfxray.evaluation.commands import SECTIONS as EVALUATION
+    from cfxray.export.commands import SECTIONS as EXPORT
+    from cfxray.pipeline.steps import step_sections
+    from cfxray.train.commands import SECTIONS as TRAIN
+
+    known = {**DATA, **TRAIN, **EVALUATION, **EXPORT}
+    return {name: known[name] for sections in step_sections().values() for name in sections}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,18 +111,16 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_params(params_file: Path, overrides: list[Path], sets: list[str]) -> dict[str, Any]:
-    """The params.yaml every step of this run reads: the file, override files, then --set."""
-    if not params_file.exists():
-        raise UserError(f"params file {params_file} not found")
-    from cfxray.pipeline.steps import STEP_SECTIONS
-
+    """The params.yaml every step of this run reads: the file, override files, then --set;
+    every section a step reads is checked here, before the run starts."""
     params = load_params(params_file)
-    known = {*params, *(s for sections in STEP_SECTIONS.values() for s in sections), "pipeline"}
+    settings = step_settings()
+    known = {*params, *settings, *SECTIONS}
     for path in overrides:
         if not path.exists():
             raise UserError(f"override file {path} not found")
-        extra = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(extra, dict) or set(extra) - known:
+        extra = load_params(path)
+        if set(extra) - known:
             raise UserError(f"override file {path}: expected a mapping of params.yaml sections "
                             f"({', '.join(sorted(known))})")
         merge(params, extra)
@@ -115,6 +135,8 @@ def run_params(params_file: Path, overrides: list[Path], sets: list[str]) -> dic
         for part in reversed(key.split(".")):
             nested = {part: nested}
         merge(params, nested)
+    label = f"{params_file} (with --override/--set)" if overrides or sets else str(params_file)
+    from_sections(params, {**settings, **SECTIONS}, label)
     return params
 
 
@@ -128,8 +150,9 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
-def pipeline_settings(params: dict[str, Any]) -> dict[str, Any]:
-    return {**DEFAULTS, **(params.get("pipeline") or {})}
+def pipeline_settings(params: dict[str, Any]) -> PipelineSettings:
+    """The `pipeline` section of params `run_params` has checked."""
+    return from_section(PipelineSettings, read_section(params, "pipeline"), "params pipeline")
 
 
 # --- compile -------------------------------------------------------------------------------------
@@ -157,16 +180,16 @@ def compile_command(args: argparse.Namespace) -> int:
 def run_local_command(args: argparse.Namespace) -> int:
     params = run_params(args.params, args.override, args.sets)
     settings = pipeline_settings(params)
-    data_repo = Path(args.data_repo or settings["data_repo"]).resolve()
+    data_repo = Path(args.data_repo or settings.data_repo).resolve()
     if not data_repo.is_dir():
         raise UserError(f"DVC repository {data_repo} not found (a local path for run --local)")
-    data_rev = settings["data_rev"] if args.data_rev is None else args.data_rev
-    root = (args.root or Path(settings["local_root"])).resolve()
-    model_repo = (args.model_repo or Path(settings["model_repository"])).resolve()
+    data_rev = settings.data_rev if args.data_rev is None else args.data_rev
+    root = (args.root or Path(settings.local_root)).resolve()
+    model_repo = (args.model_repo or Path(settings.model_repository)).resolve()
     arguments = {
         "data_repo_url": str(data_repo),
-        "data_rev": str(data_rev or ""),
-        "data_path": args.data_path or settings["data_path"],
+        "data_rev": data_rev,
+        "data_path": args.data_path or settings.data_path,
         "params": yaml.safe_dump(params, sort_keys=False),
         "model_repository": str(model_repo),
     }
@@ -238,17 +261,17 @@ def submit_command(args: argparse.Namespace) -> int:
         raise UserError(f"--host {args.host!r}: expected an http(s):// URL")
     params = run_params(args.params, args.override, args.sets)
     settings = pipeline_settings(params)
-    data_repo = args.data_repo or settings.get("data_repo_url") or ""
+    data_repo = args.data_repo or settings.data_repo_url
     if not is_remote_url(data_repo):
         raise UserError("a cluster cannot read a local DVC repository: pass --data-repo with "
                         "a git URL (or set pipeline.data_repo_url in params.yaml)")
-    data_rev = settings["data_rev"] if args.data_rev is None else args.data_rev
+    data_rev = settings.data_rev if args.data_rev is None else args.data_rev
     module = load_pipeline_module()
-    arguments = {"data_repo_url": data_repo, "data_rev": str(data_rev or ""),
-                 "data_path": args.data_path or settings["data_path"],
+    arguments = {"data_repo_url": data_repo, "data_rev": data_rev,
+                 "data_path": args.data_path or settings.data_path,
                  "params": yaml.safe_dump(params, sort_keys=False),
                  **parse_pipeline_args(args.pipeline_args, pipeline_inputs(module))}
-    experiment = args.experiment or settings["experiment"]
+    experiment = args.experiment or settings.experiment
     import kfp
 
     client = kfp.Client(host=args.host, namespace=args.namespace)

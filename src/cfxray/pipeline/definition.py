@@ -59,7 +59,7 @@ def _as_training_task(task: dsl.PipelineTask, accelerator_type: str, gpus: int, 
                       memory: str) -> dsl.PipelineTask:
     """GPU, CPU and memory for a trainer, and retries (a retry resumes from the checkpoint).
 
-    GPU nodes are usually tainted, hence the toleration; DataLoader workers and NCCL share
+    GPU nodes are usually tainted, hence the toleration; NCCL shares
     tensors through /dev/shm, which a pod otherwise caps at 64 MiB.
     """
     task = (task.set_accelerator_type(accelerator_type).set_accelerator_limit(gpus)

@@ -16,41 +16,63 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cfxray.contract import model_versions
 from cfxray.conventions import CLASSES, LINEAGE_FILE
 from cfxray.errors import UserError
 from cfxray.lineage import dvc_md5_tree, lineage_metadata, read_lineage, save_lineage
-from cfxray.params import DEFAULT_PARAMS, load_params
+from cfxray.settings import load_params, parse_params
 
 # Exit status of `cfxray evaluate` when the model fails the quality gate (not an error).
 GATE_FAILED_EXIT = 1
 PUBLICATION_FILE = "publication.json"
-# The params.yaml sections each step's command reads. A step receives only these, so KFP's
-# cache reruns a step when its own parameters change, not when another step's do (a new
-# gate threshold re-evaluates; it does not retrain).
-STEP_SECTIONS: dict[str, tuple[str, ...]] = {
-    "preprocess": ("preprocess",),
-    "train_classifier": ("train_classifier",),
-    "train_oracle": ("train_oracle",),
-    "train_cyclegan": ("train_cyclegan",),
-    "evaluate": ("evaluate",),
-    "export": ("export", "preprocess", "model_card"),
-}
+# The project's dvc.yaml, which the package carries (a link to the checkout's, its content in
+# an installed package; not named dvc.yaml, which DVC would take for a second pipeline), so a
+# step reads the same stages in the image as in a checkout.
+DVC_STAGES = resources.files("cfxray.pipeline") / "dvc_stages.yaml"
+# The pipeline's steps run by DVC stages of the same names, in dvc.yaml.
+DVC_STEPS = ("preprocess", "train_classifier", "train_oracle", "train_cyclegan", "evaluate")
 
 
-def step_params(params: str, fallback: str | Path = DEFAULT_PARAMS) -> dict[str, str]:
+def step_sections(dvc_yaml: str | None = None) -> dict[str, tuple[str, ...]]:
+    """The params.yaml sections each pipeline step reads: its DVC stage's `params` list (the
+    sections of `section` and `section.key` entries), and for the export, which DVC does not
+    run, those its command lists. A step receives only these, so KFP's cache reruns a step
+    when its own parameters change, not when another step's do (a new gate threshold
+    re-evaluates; it does not retrain)."""
+    from cfxray.export.commands import SECTIONS as EXPORT_SECTIONS
+
+    stages = (yaml.safe_load(dvc_yaml if dvc_yaml is not None else DVC_STAGES.read_text())
+              or {}).get("stages") or {}
+    sections: dict[str, tuple[str, ...]] = {}
+    for step in DVC_STEPS:
+        if step not in stages:
+            raise UserError(f"dvc.yaml has no stage {step!r}, which the pipeline runs")
+        names: list[str] = []
+        for entry in stages[step].get("params") or []:
+            if not isinstance(entry, str):
+                raise UserError(f"dvc.yaml stage {step}: params entries name params.yaml "
+                                f"keys; got {entry!r}")
+            if entry.split(".")[0] not in names:
+                names.append(entry.split(".")[0])
+        sections[step] = tuple(names)
+    sections["export"] = tuple(EXPORT_SECTIONS)
+    return sections
+
+
+def step_params(params: str, fallback: str | Path | None = None) -> dict[str, str]:
     """Each step's own params.yaml (YAML text) out of the run's whole one; an empty run
-    params means the params.yaml at `fallback` (the image's)."""
-    values = yaml.safe_load(params) if params.strip() else load_params(fallback)
-    if not isinstance(values, dict):
-        raise UserError("the pipeline's params must be a params.yaml mapping")
+    params means the params.yaml at `fallback` (None: ./params.yaml, the image's)."""
+    values = parse_params(params, "the pipeline's params") if params.strip() \
+        else load_params(fallback)
     return {step: yaml.safe_dump({name: values[name] for name in sections if name in values},
                                  sort_keys=False)
-            for step, sections in STEP_SECTIONS.items()}
+            for step, sections in step_sections().items()}
 
 
 def cli_command(args: list[str], nproc: int = 1) -> list[str]:
@@ -69,8 +91,7 @@ def run_cli(args: list[str], params: str = "", nproc: int = 1,
     streams straight to the step's log."""
     with tempfile.TemporaryDirectory(prefix="cfxray-params-") as tmp:
         if params.strip():
-            if not isinstance(yaml.safe_load(params), dict):
-                raise UserError("the pipeline's params must be a params.yaml mapping")
+            parse_params(params, "the pipeline's params")
             params_file = Path(tmp) / "params.yaml"
             params_file.write_text(params)
             args = [*args, "--params", str(params_file)]
@@ -236,7 +257,7 @@ def repository_versions(model_repo: str | Path) -> dict[str, set[int]]:
     root = Path(model_repo)
     if not root.is_dir():
         return {}
-    return {model.name: {int(v.name) for v in model.iterdir() if v.is_dir() and v.name.isdigit()}
+    return {model.name: set(model_versions(model))
             for model in sorted(root.iterdir()) if model.is_dir()}
 
 

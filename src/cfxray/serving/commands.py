@@ -10,33 +10,33 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cfxray.errors import UserError
-from cfxray.params import DEFAULT_PARAMS, section
-
-SECTION = "serve"
-DEFAULTS = {"model_repo": "model_repository", "host": "127.0.0.1", "http_port": 8000,
-            "grpc_port": 8001, "metrics_port": 8002, "startup_timeout_s": 180,
-            "url": "localhost:8000", "protocol": "http", "app_port": 7860,
-            "max_upload_mb": 10.0}
+from cfxray.settings import add_settings, resolve
 
 
-def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    """Built-in defaults < params.yaml `serve` section < options given on the command line."""
-    values = DEFAULTS | section(SECTION, args.params)
-    unknown = sorted(set(values) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"params section '{SECTION}' in {args.params} has unknown keys "
-                        f"{unknown}; known: {sorted(DEFAULTS)}")
-    values |= {k: v for k, v in vars(args).items() if v is not None}
-    return argparse.Namespace(**values)
+@dataclass(frozen=True)
+class ServeSettings:
+    """The `serve` section of params.yaml: the local Triton server and its clients."""
+
+    model_repo: str = "model_repository"
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    startup_timeout_s: float = 180.0
+    url: str = "localhost:8000"  # explain/app: Triton's HTTP port (gRPC port with grpc)
+    protocol: Literal["http", "grpc"] = "http"
+    app_port: int = 7860
+    max_upload_mb: float = 10.0
 
 
-def _option(parser: argparse.ArgumentParser, flag: str, kind: type = str, **kw) -> None:
-    key = flag.lstrip("-").replace("-", "_")
-    parser.add_argument(flag, type=kind, default=None,
-                        help=f"{kw.pop('help', '')} (default {DEFAULTS[key]!r})".strip(), **kw)
+# The params.yaml sections these commands read, and their dataclasses.
+SECTIONS: dict[str, type] = {"serve": ServeSettings}
+CLIENT_HELP = {"url": "Triton host:port (the HTTP port for http, gRPC for grpc)"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,13 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "repository written by `cfxray export`, wait until every model is ready, "
                     "print the endpoints, and stop cleanly on Ctrl-C or SIGTERM. Defaults "
                     "come from the `serve` section of params.yaml.")
-    _option(serve, "--model-repo", Path)
-    _option(serve, "--host", help="address to bind; 0.0.0.0 exposes the server")
-    _option(serve, "--http-port", int)
-    _option(serve, "--grpc-port", int)
-    _option(serve, "--metrics-port", int)
-    _option(serve, "--startup-timeout-s", float, help="seconds to wait for the models")
-    serve.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
+    add_settings(serve, ServeSettings, "serve",
+                 only=("model_repo", "host", "http_port", "grpc_port", "metrics_port",
+                       "startup_timeout_s"),
+                 help={"host": "address to bind; 0.0.0.0 exposes the server",
+                       "startup_timeout_s": "seconds to wait for the models"})
     serve.set_defaults(func=run_serve)
 
     explain = subparsers.add_parser(
@@ -62,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "counterfactual PNG, a difference heatmap over the original and a JSON of "
                     "the probabilities before and after.")
     explain.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    _client_options(explain)
+    add_settings(explain, ServeSettings, "serve", only=("url", "protocol"), help=CLIENT_HELP)
     explain.add_argument("--direction", choices=("auto", "p2n", "n2p"), default="auto",
                          help="auto: towards the class the classifier does not predict")
     explain.add_argument("--out", type=Path, default=Path("outputs/explain"))
@@ -72,17 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "app", help="web page (Gradio) for explanations from a running Triton server",
         description="Upload an X-ray; see the prediction, the counterfactual, the difference "
                     "heatmap and a blend slider.")
-    _client_options(app)
-    _option(app, "--host", help="address the page binds")
-    _option(app, "--app-port", int, help="the page's port")
-    _option(app, "--max-upload-mb", float, help="largest accepted upload")
+    add_settings(app, ServeSettings, "serve",
+                 only=("url", "protocol", "host", "app_port", "max_upload_mb"),
+                 help={**CLIENT_HELP, "host": "address the page binds",
+                       "app_port": "the page's port", "max_upload_mb": "largest accepted upload"})
     app.set_defaults(func=run_app)
-
-
-def _client_options(parser: argparse.ArgumentParser) -> None:
-    _option(parser, "--url", help="Triton host:port (the HTTP port for http, gRPC for grpc)")
-    _option(parser, "--protocol", choices=("http", "grpc"))
-    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
 
 
 class _Stop(Exception):
@@ -96,19 +88,20 @@ def _raise_stop(signum: int, _frame: object) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from cfxray.serving.triton import LocalTritonServer, Ports
 
-    args = resolve(args)
-    args.model_repo = Path(args.model_repo)
-    if not args.model_repo.is_dir():
-        raise UserError(f"model repository {args.model_repo} not found; run `cfxray export "
-                        f"--out {args.model_repo}` first")
-    server = LocalTritonServer(args.model_repo,
-                               Ports(args.http_port, args.grpc_port, args.metrics_port),
-                               host=args.host, startup_timeout_s=args.startup_timeout_s)
+    settings = resolve(ServeSettings, args, "serve")
+    model_repo = Path(settings.model_repo)
+    if not model_repo.is_dir():
+        raise UserError(f"model repository {model_repo} not found; run `cfxray export "
+                        f"--out {model_repo}` first")
+    server = LocalTritonServer(model_repo,
+                               Ports(settings.http_port, settings.grpc_port,
+                                     settings.metrics_port),
+                               host=settings.host, startup_timeout_s=settings.startup_timeout_s)
     handled = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, _raise_stop) for s in handled}
     code = 0
     try:
-        print(f"starting Triton on {args.host} for {args.model_repo} ...", flush=True)
+        print(f"starting Triton on {settings.host} for {model_repo} ...", flush=True)
         server.start()
         endpoints = server.endpoints
         print(f"ready: models {', '.join(server.models)}\n"
@@ -137,12 +130,12 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_explain(args: argparse.Namespace) -> int:
     from cfxray.serving.cli import explain_command
 
-    args = resolve(args)
-    return explain_command(args.images, args.url, args.protocol, args.direction, args.out)
+    settings = resolve(ServeSettings, args, "serve")
+    return explain_command(args.images, settings.url, settings.protocol, args.direction, args.out)
 
 
 def run_app(args: argparse.Namespace) -> int:
     from cfxray.serving.cli import app_command
 
-    args = resolve(args)
-    return app_command(args.url, args.protocol, args.host, args.app_port, args.max_upload_mb)
+    s = resolve(ServeSettings, args, "serve")
+    return app_command(s.url, s.protocol, s.host, s.app_port, s.max_upload_mb)

@@ -13,17 +13,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cfxray.contract import MODEL_NAMES, MODEL_SPECS
+from cfxray.contract import CONFIG_FILE, MODEL_NAMES, MODEL_SPECS, model_versions
 from cfxray.errors import UserError
 from cfxray.export import pbtxt
-from cfxray.export.model_repository import (
-    CONFIG_FILE,
-    ONNX_FILE,
-    config_header,
-    read_config,
-    versions,
-    write_config,
-)
+from cfxray.export.model_repository import ONNX_FILE, config_header, read_config, write_config
 
 MODEL_SOURCE = Path(__file__).with_name("onnx_python_model.py")
 
@@ -58,7 +51,7 @@ def build_local_repository(production_repo: str | Path, out: str | Path) -> list
                         f"{', '.join(MODEL_NAMES)}); run `cfxray export --out {production_repo}`")
     for name in names:
         source = production_repo / name
-        found = versions(source)
+        found = model_versions(source)
         if not found:
             raise UserError(f"{source} has no version folder; run `cfxray export` again")
         production = read_config(source)

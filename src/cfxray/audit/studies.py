@@ -5,17 +5,19 @@ the version below it; for the version to show its studies, `cfxray study report`
 document, `reader_studies.json`, in each version folder: one entry per study report, with
 the report's content hash and its headline numbers. Like a model card it describes the
 version rather than being part of it: it is left out of the version's content hash and its
-own hash is sealed into the version's record, so an edited document is caught. The audit
-checks every entry against the report it names; model cards list them.
+own hash is sealed into the version's record, so an edited document is caught. Auditing a
+model repository (`cfxray.audit.repository`) checks every entry against the report it names;
+model cards list them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cfxray.audit.chain import Walker
+from cfxray.audit.findings import Node
 from cfxray.conventions import LINEAGE_FILE
 from cfxray.errors import UserError
 from cfxray.lineage import read_lineage, sha256_tree
@@ -46,35 +48,34 @@ def record_study(version_dir: str | Path, entry: dict[str, Any]) -> None:
         json.dumps({"studies": studies}, indent=2, sort_keys=True))
 
 
-def check_studies(version_dir: Path, locate: Callable[[str], Path | None]
-                  ) -> list[tuple[bool, str]]:
-    """(ok, message) per recorded study: the report is where its entry says, unchanged, and
-    made from the study the entry names."""
+def check_studies(walker: Walker, node: Node) -> None:
+    """Each study recorded in a version folder: its report is where the entry says, unchanged,
+    and made from the study the entry names; a mismatch is a broken link of the version."""
     try:
-        studies = read_studies(version_dir)
+        studies = read_studies(node.path)
     except UserError as exc:
-        return [(False, str(exc))]
-    results = []
+        walker.fail(node, node.link, str(exc))
+        return
     for entry in studies:
         what = f"reader study {entry.get('name')!r}"
-        report = locate(str(entry.get("report") or ""))
+        report = walker.locate(str(entry.get("report") or ""))
         if report is None or not (report / LINEAGE_FILE).is_file():
-            results.append((False, f"{what}: report {entry.get('report')} or its "
-                                   f"{LINEAGE_FILE} not found"))
+            walker.fail(node, node.link, f"{what}: report {entry.get('report')} or its "
+                                         f"{LINEAGE_FILE} not found")
             continue
         now = sha256_tree(report)
         if now != entry.get("report_sha256"):
-            results.append((False, f"{what}: report {report} changed since it was recorded "
-                                   f"(sha256 {str(entry.get('report_sha256'))[:12]} recorded, "
-                                   f"{now[:12]} now)"))
+            walker.fail(node, node.link, f"{what}: report {report} changed since it was "
+                                         f"recorded (sha256 "
+                                         f"{str(entry.get('report_sha256'))[:12]} recorded, "
+                                         f"{now[:12]} now)")
             continue
         study_input = (read_lineage(report).get("inputs") or {}).get("study") or {}
         if study_input.get("sha256") != entry.get("study_sha256"):
-            results.append((False, f"{what}: report {report} was made from another study "
-                                   "than the one recorded here"))
+            walker.fail(node, node.link, f"{what}: report {report} was made from another "
+                                         "study than the one recorded here")
             continue
-        results.append((True, f"{what}: report sha256 {now[:12]}, {_count(entry)}"))
-    return results
+        node.status.append(f"ok {what}: report sha256 {now[:12]}, {_count(entry)}")
 
 
 def card_lines(studies: list[dict[str, Any]]) -> list[str]:

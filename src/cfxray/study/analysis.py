@@ -10,7 +10,6 @@ number has a two-way bootstrap interval over readers and items (`statistics.py`)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -18,13 +17,7 @@ import numpy as np
 from cfxray.evaluation.bootstrap import Interval
 from cfxray.study import statistics as st
 from cfxray.study.definition import ARMS, PAIRS, PREDICTION, RATING, Study
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    bootstrap_resamples: int = 2000
-    confidence: float = 0.95
-    seed: int = 0
+from cfxray.study.settings import StudySettings
 
 
 def _interval(interval: Interval) -> dict[str, float | None]:
@@ -60,7 +53,7 @@ class _Answers:
         return int(sum(a is not None for a in self.answers.ravel()))
 
 
-def _accuracy(answers: _Answers, correct: np.ndarray, settings: ReportSettings, seed: int,
+def _accuracy(answers: _Answers, correct: np.ndarray, settings: StudySettings, seed: int,
               groups: dict[str, list[int]] | None = None) -> dict[str, Any]:
     interval = st.two_way_bootstrap(st.mean, [correct], settings.bootstrap_resamples,
                                     settings.confidence, seed)
@@ -85,7 +78,7 @@ def _median(values: list[float]) -> float | None:
     return round(float(np.median(values)), 3) if values else None
 
 
-def analyse(study: Study, rows: list[dict[str, Any]], settings: ReportSettings
+def analyse(study: Study, rows: list[dict[str, Any]], settings: StudySettings
             ) -> dict[str, Any]:
     key = study.key()
     rows = [r for r in rows if r["item"] in key]
@@ -152,7 +145,7 @@ def analyse(study: Study, rows: list[dict[str, Any]], settings: ReportSettings
 
     return {"study": {"name": study.name, "sha256": study.sha256,
                       "model": study.definition["model"], "data": study.definition["data"]},
-            "readers": readers, "answers": len(rows), "settings": asdict(settings),
+            "readers": readers, "answers": len(rows), "settings": settings.report(),
             "tasks": tasks, "headline": headline(tasks)}
 
 

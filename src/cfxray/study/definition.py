@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ import numpy as np
 from cfxray.conventions import CLASSES, DIRECTIONS, NORMAL, PNEUMONIA
 from cfxray.errors import UserError
 from cfxray.lineage import read_lineage, save_lineage, sha256_file, sha256_tree, write_lineage
+from cfxray.study.settings import StudySettings
 
 STUDY_FILE, KEY_FILE, IMAGES = "study.json", "key.json", "images"
 DEFINITION_KIND = "reader_study_definition"
@@ -59,30 +60,6 @@ TASK_TEXT = {
 }
 CAPTIONS = {"counterfactual": ("X-ray", "Counterfactual: changed until the decision flips"),
             "saliency": ("X-ray", "Saliency map: red for, blue against its decision")}
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    """The `study` section of params.yaml (sample sizes, seed, saliency)."""
-
-    split: str = "test"
-    seed: int = 0
-    pairs: int = 20  # real-or-counterfactual pairs, half per target class
-    ratings: int = 40  # single images, half real half counterfactual, half per class each
-    predictions: int = 20  # images per arm, half per classifier decision
-    with_cases: bool = False  # also rate the evaluation report's best/typical/worst cases
-    saliency_steps: int = 32  # integrated-gradients steps
-
-    def validate(self) -> None:
-        for name, value, multiple in (("pairs", self.pairs, 2), ("ratings", self.ratings, 4),
-                                      ("predictions", self.predictions, 2)):
-            if value < 0 or value % multiple:
-                raise UserError(f"study {name} must be a non-negative multiple of {multiple} "
-                                f"(stratified by class), got {value}")
-        if not self.pairs + self.ratings + self.predictions:
-            raise UserError("the study has no items: set pairs, ratings or predictions")
-        if self.saliency_steps < 1:
-            raise UserError("saliency_steps must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -235,7 +212,7 @@ def create_study(
     from cfxray.data.tensors import load_split
     from cfxray.study.version import open_version
 
-    settings.validate()
+    settings.validate_sample()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; a study is never overwritten (answers "
@@ -264,7 +241,7 @@ def create_study(
     _pair_items(draft, pool, published, images, labels, split.files, settings)
     public, key = draft.numbered()
     definition = {
-        "format": 1, "name": out.name, "settings": asdict(settings),
+        "format": 1, "name": out.name, "settings": settings.sample(),
         "model": published.identity(),
         "data": {"split": settings.split, "sha256": sha256_file(split_file),
                  "images": len(labels)},
@@ -281,7 +258,7 @@ def create_study(
         inputs["classifier"] = published.classifier_checkpoint
     counts = {t: d["items"] for t, d in zip(TASKS, definition["tasks"], strict=True)}
     record = write_lineage(out, DEFINITION_KIND, inputs=inputs,
-                           params={**asdict(settings), "model_repo": str(Path(repo).resolve()),
+                           params={**settings.sample(), "model_repo": str(Path(repo).resolve()),
                                    "version": published.version},
                            metrics={"items": counts, "images": len(draft.images)})
     # A published version's record gains documents later (model cards, reader studies);

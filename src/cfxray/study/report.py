@@ -23,19 +23,21 @@ from typing import Any
 
 from cfxray.errors import UserError
 from cfxray.lineage import read_lineage, sha256_tree, write_lineage
-from cfxray.study.analysis import ReportSettings, analyse
+from cfxray.study.analysis import analyse
 from cfxray.study.definition import ARMS, PAIRS, PREDICTION, RATING, TASK_TEXT, Study, load_study
+from cfxray.study.settings import StudySettings
 
 REPORT_KIND = "reader_study_report"
 FIGURE = "summary.png"
 
 
 def write_report(study_dir: str | Path, database: str, out: str | Path,
-                 settings: ReportSettings, params_file: str | Path = "params.yaml",
+                 settings: StudySettings, params_file: str | Path | None = None,
                  search_roots: list[str | Path] | None = None,
                  progress: Callable[[str], None] = print) -> dict[str, Any]:
     from cfxray.study.store import AnswerStore
 
+    settings.validate_report()
     study = load_study(study_dir)
     store = AnswerStore(database)
     try:
@@ -113,14 +115,12 @@ def _register(study: Study, out: Path, record: dict[str, Any], summary: dict[str
               progress: Callable[[str], None]) -> None:
     """Leave the report's entry in every version folder the study was made from, when that
     folder is here and still the one the study recorded, and refresh its model card."""
-    from cfxray.audit.chain import _Walker
+    from cfxray.audit import chain
     from cfxray.audit.model_card import write_model_card
     from cfxray.audit.studies import record_study
 
     inputs = read_lineage(study.folder).get("inputs") or {}
-    roots = [Path(p) for p in (search_roots or [])] + [study.folder.resolve().parent,
-                                                        Path.cwd()]
-    walker = _Walker(roots)
+    walker = chain.Walker(chain.search_roots(study.folder, search_roots))
     entry = {"name": study.name, "study": str(study.folder.resolve()),
              "study_sha256": study.sha256, "report": str(out.resolve()),
              "report_sha256": record["sha256"],

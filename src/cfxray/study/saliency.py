@@ -25,10 +25,11 @@ def integrated_gradients(checkpoint: Path, images: np.ndarray, targets: np.ndarr
     import torch
     from captum.attr import IntegratedGradients
 
+    from cfxray.data.tensors import unit_images
     from cfxray.models.classifier import load_classifier
 
     model = load_classifier(checkpoint, expect_size=images.shape[-1])
-    x = torch.from_numpy(images).float().div(255.0)[:, None]
+    x = unit_images(torch.from_numpy(images))
     probabilities = model.probabilities(x).numpy()
     gap = float(np.abs(probabilities - served_probabilities).max()) if len(x) else 0.0
     if gap > atol:

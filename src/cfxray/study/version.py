@@ -90,7 +90,7 @@ def open_version(repo: str | Path, version: int | None,
                  search_roots: list[str | Path] | None = None) -> PublishedVersion:
     """Find a version, check every model folder the study uses against its record, and find
     the classifier checkpoint its export recorded (None when it is not on this machine)."""
-    from cfxray.audit.chain import _Walker
+    from cfxray.audit import chain
 
     repo = Path(repo)
     if not repo.is_dir():
@@ -119,8 +119,8 @@ def open_version(repo: str | Path, version: int | None,
     record = records[CLASSIFIER]
     size = int((record.get("params") or {}).get("image_size") or params.get("image_size", 0))
     entry = (record.get("inputs") or {}).get("classifier") or {}
-    roots = [Path(p) for p in (search_roots or [])] + [repo.resolve().parent, Path.cwd()]
-    checkpoint = _Walker(roots).locate(str(entry["path"])) if entry.get("path") else None
+    walker = chain.Walker(chain.search_roots(repo, search_roots))
+    checkpoint = walker.locate(str(entry["path"])) if entry.get("path") else None
     if checkpoint is not None and sha256_file(checkpoint) != entry.get("sha256"):
         raise UserError(f"the classifier checkpoint {checkpoint} differs from the one "
                         f"{folders[CLASSIFIER]} was exported from (sha256 "
@@ -135,8 +135,8 @@ def open_version(repo: str | Path, version: int | None,
 def recorded_input(version: PublishedVersion, name: str,
                    search_roots: list[str | Path] | None = None) -> Path | None:
     """Another input the classifier folder's export recorded (the evaluation), if present."""
-    from cfxray.audit.chain import _Walker
+    from cfxray.audit import chain
 
     entry = (read_lineage(version.folders[CLASSIFIER]).get("inputs") or {}).get(name) or {}
-    roots = [Path(p) for p in (search_roots or [])] + [version.repo.resolve().parent, Path.cwd()]
-    return _Walker(roots).locate(str(entry["path"])) if entry.get("path") else None
+    walker = chain.Walker(chain.search_roots(version.repo, search_roots))
+    return walker.locate(str(entry["path"])) if entry.get("path") else None

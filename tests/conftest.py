@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The DVC repositories tests create have no config of their own: keep DVC from starting its
+# analytics daemon (which would try to reach the internet) in any of them.
+os.environ["DVC_NO_ANALYTICS"] = "1"
 
 
 def make_blob_split(n: int, size: int, seed: int, pneumonia_fraction: float = 0.35):

@@ -75,3 +75,12 @@ def triton_server(serving_repo):
 
     with LocalTritonServer(serving_repo, Ports(*free_ports(3))) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def study_project(tmp_path_factory):
+    """A tiny published version (trained classifier, exported ONNX, complete lineage) for the
+    reader-study tests; see tests/study_builder.py."""
+    from study_builder import build_study_project
+
+    return build_study_project(tmp_path_factory.mktemp("study") / "project")

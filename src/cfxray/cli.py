@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cfxray.serving.commands",
     "cfxray.audit.commands",
     "cfxray.pipeline.commands",
+    "cfxray.study.commands",
 )
 
 

@@ -4,7 +4,9 @@ Beyond each version's chain (`cfxray.audit.chain`), a repository can break in wa
 chain shows: a model's `config.pbtxt` (batch size, tensor dims, image size) edited after the
 export that wrote it, whose hash that export recorded in the version's `lineage.json`; and a
 version set that differs across the four models (an export that published `classifier/2` and
-`generator_*/2` but left `explain` at 1). Both are broken links here.
+`generator_*/2` but left `explain` at 1). Both are broken links here, and so is a reader
+study a version folder lists whose report is gone, changed or made from another study
+(`cfxray.audit.studies`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from cfxray.audit.chain import Walker, search_roots
 from cfxray.audit.findings import Audit, Node, Problem
+from cfxray.audit.studies import check_studies
 from cfxray.contract import CONFIG_FILE, MODEL_NAMES, model_versions
 from cfxray.conventions import LINEAGE_FILE
 from cfxray.errors import UserError
@@ -123,6 +126,7 @@ def audit_repository(
     for name, ver in pairs:
         node = walker.version(name, ver, repo / name / str(ver))
         check_config(walker, node, repo, name, ver)
+        check_studies(walker, node)
         nodes.append(node)
     audit = walker.finish(nodes)
     if model is None:
@@ -190,6 +194,7 @@ def audit_served(
                 continue
             node = walker.version(name, ver, version_dir)
             check_config(walker, node, repo, name, ver)
+            check_studies(walker, node)
             if probe:
                 _probe(walker, node, url, name, ver)
             nodes.append(node)

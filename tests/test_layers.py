@@ -29,6 +29,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"audit"}),
     frozenset({"export"}),
     frozenset({"serving", "pipeline"}),
+    frozenset({"study"}),
     frozenset({"cli"}),
 )
 # The imports allowed against the order: (importing module, imported unit) -> why.
@@ -42,6 +43,11 @@ MODULE_LEVEL_OPTIONAL = {
     "kfp": ("cfxray.pipeline.definition", "cfxray.pipeline.components"),
     "tritonclient": (),
     "gradio": (),
+    "captum": (),
+    "statsmodels": (),
+    "sqlalchemy": ("cfxray.study.store",),
+    "fastapi": ("cfxray.study.server",),
+    "uvicorn": (),
 }
 
 
@@ -154,7 +160,8 @@ def test_building_the_cli_imports_no_serving_client_library():
     """`cfxray --help` stays fast and works without the clients' dependencies (kfp: see
     test_pipeline_compile.test_library_does_not_import_kfp)."""
     code = ("import sys, cfxray.cli, cfxray.serving.commands; cfxray.cli.build_parser(); "
-            "print(sorted(m for m in ('tritonclient', 'gradio') if m in sys.modules))")
+            "print(sorted(m for m in ('tritonclient', 'gradio', 'sqlalchemy', 'fastapi', "
+            "'captum', 'statsmodels', 'onnxruntime') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"

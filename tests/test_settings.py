@@ -236,13 +236,15 @@ BAD_VALUE = {
     "export": ["export", "--classifier", "{missing}", "--generators", "{missing}",
                "--out", "{tmp}/repo"],
     "serve": ["serve", "--model-repo", "{missing}"],
+    "study": ["study", "create", "--model-repo", "{missing}", "--data", "{missing}",
+              "--out", "{tmp}/out"],
 }
 # A value of the wrong type for one key of each section (nested for evaluate), and that key.
 WRONG = {"train_classifier": ("epochs: ten", "epochs"), "train_cyclegan": ("lr: fast", "lr"),
          "evaluate": ("gate: {min_ssim: high}", "gate.min_ssim"), "phantom": ("n: many", "n"),
          "preprocess": ("resize: fill", "resize"),
          "export": ("preferred_batch_sizes: 8", "preferred_batch_sizes"),
-         "serve": ("http_port: eighty", "http_port")}
+         "serve": ("http_port: eighty", "http_port"), "study": ("pairs: many", "pairs")}
 
 
 def one_line_error(capsys, argv: list[str]) -> str:

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cfxray.serving.rollout_commands",
     "cfxray.audit.commands",
     "cfxray.pipeline.commands",
+    "cfxray.study.commands",
 )
 
 

@@ -126,9 +126,10 @@ class Walker:
             self._dvc_cache[folder] = dvc_md5_tree(folder)
         return self._dvc_cache[folder]
 
-    def _locate(self, recorded: str) -> Path | None:
+    def locate(self, recorded: str) -> Path | None:
         """The recorded path, or the same trailing path under a search root (records made in
-        a container or on another machine carry that machine's absolute paths)."""
+        a container or on another machine carry that machine's absolute paths). Public for
+        what else follows recorded paths (reader studies, `cfxray.study`)."""
         path = Path(recorded)
         if path.exists():
             return path
@@ -228,7 +229,7 @@ class Walker:
         link = f"{parent.link} -> {name}"
         self._edges.append((name, str(entry.get("sha256")), link))
         recorded_path = str(entry.get("path") or "")
-        path = self._locate(recorded_path) if recorded_path else None
+        path = self.locate(recorded_path) if recorded_path else None
         if path is None:
             if parent.role == "raw":  # an ingested source folder may be gone; data is kept
                 self.warnings.append(f"{link}: source {recorded_path} no longer exists")

@@ -23,6 +23,9 @@ KIND_ROLES: dict[str, str] = {
     "classifier": "classifier",  # cfxray train-classifier
     "prepared": "prepared",  # cfxray data preprocess
     "dataset": "raw",  # cfxray data phantom / ingest, and the pipeline's DVC fetch
+    # Above the chain, not on it: a reader study made from a served version.
+    "reader_study_definition": "study",  # cfxray study create
+    "reader_study_report": "study",  # cfxray study report
 }
 
 

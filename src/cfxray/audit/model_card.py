@@ -20,6 +20,7 @@ from typing import Any
 from cfxray.audit.chain import trace_version
 from cfxray.audit.findings import ROLES, Node
 from cfxray.audit.metrics_table import MetricRow, metric_rows
+from cfxray.audit.studies import card_lines, read_studies
 from cfxray.lineage import record_documents
 from cfxray.settings import load_settings
 
@@ -205,6 +206,7 @@ def _card(root: Node, params_file: str | Path | None) -> dict[str, Any]:
             "release_gate": (roles["evaluation"].record or {}).get("gate")
                             if "evaluation" in roles else None,
             "graphics": _graphics(roles.get("evaluation")),
+            "reader_studies": read_studies(root.path),
         },
         "considerations": {
             "users": [{"description": "ML researchers and auditors of explainable-AI methods"}],
@@ -311,6 +313,8 @@ def _sections(card: dict[str, Any]) -> list[tuple[str, list[str] | list[tuple[st
         ("Evaluation metrics (95% CI)", _metric_lines(q["performance_metrics"])),
         ("Counterfactual quality (95% CI)", _metric_lines(q["counterfactual_quality"])),
         ("Release gate", _gate_lines(q.get("release_gate"))),
+        ("Reader studies (blinded; cfxray study)", card_lines(q.get("reader_studies") or [])
+         or ["no reader study recorded for this version"]),
         ("Limitations", [lim["description"] for lim in c["limitations"]]),
         ("Ethical considerations", [f"{e['name']}: {e['mitigation_strategy']}"
                                     for e in c["ethical_considerations"]]),

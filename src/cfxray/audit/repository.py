@@ -5,7 +5,8 @@ chain shows: a file export writes in a model folder (`config.pbtxt`, `configs/gp
 warm-up data) edited after the export that recorded it in the version's `lineage.json`; a
 version policy that is not the one `rollout.json` renders; and a version set that differs
 across the four models (an export that published `classifier/2` and `generator_*/2` but left
-`explain` at 1). All are broken links here.
+`explain` at 1). All are broken links here, and so is a reader study a version folder lists
+whose report is gone, changed or made from another study (`cfxray.audit.studies`).
 
 A config is recorded and compared without its comments and version policy: the policy is the
 rollout state's (`cfxray rollout rollback` rewrites it in every config, a legitimate change),
@@ -22,6 +23,7 @@ from typing import Any
 
 from cfxray.audit.chain import Walker, search_roots
 from cfxray.audit.findings import Audit, Node, Problem
+from cfxray.audit.studies import check_studies
 from cfxray.contract import (
     CONFIG_FILE,
     CUSTOM_CONFIG_DIR,
@@ -226,6 +228,7 @@ def audit_repository(
     for name, ver in pairs:
         node = walker.version(name, ver, repo / name / str(ver))
         check_config(walker, node, repo, name, ver, policy)
+        check_studies(walker, node)
         nodes.append(node)
     audit = walker.finish(nodes)
     if rollout_problem:
@@ -296,6 +299,7 @@ def audit_served(
                 continue
             node = walker.version(name, ver, version_dir)
             check_config(walker, node, repo, name, ver, policy)
+            check_studies(walker, node)
             if probe:
                 _probe(walker, node, url, name, ver)
             nodes.append(node)

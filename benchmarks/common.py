@@ -47,6 +47,9 @@ class Profile:
     quant_batch: int = 1
     calibration_images: int = 16
     check_images: int = 8  # held-out phantoms the int8 output is compared on (SSIM)
+    explain_model: str = "full"  # explain vs its parts: this generator, at this size
+    explain_size: int = 256
+    explain_before: bool = True  # also time the graph that ran both generators (one export more)
 
 
 DEFAULT = Profile(
@@ -76,7 +79,7 @@ QUICK = Profile(
               "full": {"size": 32, "ngf": 8, "n_blocks": 2, "cyclegan_batch": 1,
                        "classifier_batch": 4, "classifier_stem": "standard"}},
     train_steps=2, quant_model="full", quant_size=32, quant_batch=2, calibration_images=4,
-    check_images=4,
+    check_images=4, explain_size=32, explain_before=False,
 )
 
 

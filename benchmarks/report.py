@@ -117,6 +117,18 @@ def quantization_section(r: dict[str, Any]) -> str:
                "SSIM min", "SSIM mean", "MB"), rows), *[f"\n{n}" for n in q["notes"]]])
 
 
+def explain_section(r: dict[str, Any]) -> str:
+    e = r["explain"]
+    rows = [(x["what"], x["model"], x["size"], x["batch"], x["ms_per_image"],
+             f"{x['spread_ms_per_image'][0]}-{x['spread_ms_per_image'][1]}",
+             f"{x['ratio_to_parts']:.2f}x") for x in e["rows"]]
+    return "\n".join([
+        "## explain against its parts (onnxruntime, CPU)",
+        f"Exported in {e['export_seconds']:.0f} s.", "",
+        table(("graph", "model", "px", "batch", "ms/image", "spread", "vs parts"), rows),
+        *[f"\n{n}" for n in e["notes"]]])
+
+
 def gpu_section(r: dict[str, Any]) -> str:
     g = r["gpu"]
     if g.get("skipped"):
@@ -139,7 +151,8 @@ def memory_section(r: dict[str, Any]) -> str:
                       f"\n{m['note']}."])
 
 
-SECTIONS = {"inference": inference_section, "serving": serving_section,
+SECTIONS = {"inference": inference_section, "explain": explain_section,
+            "serving": serving_section,
             "training": training_section, "quantization": quantization_section,
             "memory": memory_section, "gpu": gpu_section}
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-AREAS = ("inference", "serving", "training", "quantization", "gpu")
+AREAS = ("inference", "explain", "serving", "training", "quantization", "gpu")
 DEFAULT_OUT = Path(__file__).parent / "results"
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -56,7 +56,7 @@ def _timed_area(name: str, fn: Callable[[], dict[str, Any]], seconds: dict[str, 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from benchmarks import gpu, inference, machine, quantization, serving, training
+    from benchmarks import explain, gpu, inference, machine, quantization, serving, training
     from benchmarks.common import DEFAULT, QUICK
     from benchmarks.targets import check
 
@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         workdir = Path(tmp)  # ONNX files exported once and shared by the areas
         runners: dict[str, Callable[[], dict[str, Any]]] = {
             "inference": lambda: inference.run(profile, peak, threads, workdir),
+            "explain": lambda: explain.run(profile, threads, workdir),
             "serving": lambda: serving.run(profile, threads, workdir),
             "training": lambda: training.run(profile),
             "quantization": lambda: quantization.run(profile, threads, workdir),

@@ -51,20 +51,22 @@ def serving_settings(profile: Profile, threads: int) -> Any:
 
 
 def write_repository(onnx_path: Path, repo: Path, size: int, settings: Any) -> None:
-    from cfxray.contract import MODEL_SPECS
-    from cfxray.export.model_repository import (
+    from cfxray.contract import CONFIG_FILE, MODEL_SPECS, config_to_text
+    from cfxray.export.triton_config import (
         ONNX_FILE,
         config_header,
         production_config,
-        write_config,
+        write_file,
     )
 
     for name, batching in ((BATCHED, True), (UNBATCHED, False)):
         spec = MODEL_SPECS[name]
         config = production_config(spec, size, settings)
+        config.ClearField("model_warmup")  # timed from the first request on, as before
         if not batching:
-            del config["dynamic_batching"]
-        write_config(repo / name, config, config_header(spec))
+            config.ClearField("dynamic_batching")
+        write_file(repo / name / CONFIG_FILE,
+                   (config_header(spec) + config_to_text(config)).encode())
         (repo / name / "1").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(onnx_path, repo / name / "1" / ONNX_FILE)
 

@@ -8,6 +8,7 @@ ONNX_SPEEDUP = 1.3  # onnxruntime over PyTorch eager per image, at batch 8 on CP
 TRITON_OVERHEAD = 0.15  # at concurrency 4 with dynamic batching, vs in-process onnxruntime
 INT8_SPEEDUP, INT8_SSIM = 1.5, 0.98
 LOADER_RATIO = 3.0  # input pipeline at least 3x the training step's throughput
+EXPLAIN_RATIO = 1.15  # explain at most this times one generator + two classifier passes
 
 
 def _verdict(name: str, passed: bool, measured: str, target: str) -> dict[str, Any]:
@@ -56,7 +57,18 @@ def loader_target(results: dict[str, Any]) -> dict[str, Any]:
                     f">= {LOADER_RATIO:g}x for every trainer and configuration")
 
 
-CHECKS = {"inference": onnx_target, "serving": triton_target, "quantization": int8_target,
+def explain_target(results: dict[str, Any]) -> dict[str, Any]:
+    rows = {r["what"]: r for r in results["explain"]["rows"]}
+    row = rows["explain"]
+    before = rows.get("explain_both_generators")
+    was = f" (both generators, as before: {before['ratio_to_parts']:.2f}x)" if before else ""
+    return _verdict(f"explain vs one generator + two classifier passes ({row['model']}, "
+                    f"{row['size']}px, batch {row['batch']})",
+                    row["ratio_to_parts"] <= EXPLAIN_RATIO,
+                    f"{row['ratio_to_parts']:.2f}x{was}", f"<= {EXPLAIN_RATIO}x")
+
+
+CHECKS = {"inference": onnx_target, "explain": explain_target, "serving": triton_target, "quantization": int8_target,
           "training": loader_target}
 
 

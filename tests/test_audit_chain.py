@@ -4,14 +4,14 @@ written from the chain and sealed."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 
 import pytest
 from audit_chain_builder import PARAMS, cfxray, changed, moved, removed
 
-from cfxray.contract import MODEL_NAMES
+from cfxray.audit.repository import MODEL_FILES, file_record
+from cfxray.contract import MODEL_NAMES, config_to_text, parse_config, set_version_policy
 from cfxray.lineage import read_lineage, write_lineage
 from cfxray.settings import load_params
 
@@ -181,11 +181,12 @@ def test_generators_trained_against_another_classifier_fail(project, capsys, tmp
     repo = tmp_path / "model_repository"
     shutil.copytree(project.repo / "classifier" / "1", repo / "classifier" / "1")
     shutil.copy(project.repo / "classifier" / "config.pbtxt", repo / "classifier")
+    shutil.copytree(project.repo / "classifier" / "configs", repo / "classifier" / "configs")
     record = read_lineage(repo / "classifier" / "1")
     inputs = {name: entry["path"] for name, entry in record["inputs"].items()}
     inputs["classifier"] = project.classifier2 / "classifier.pt"
     write_lineage(repo / "classifier" / "1", record["kind"], inputs, record["params"],
-                  record["metrics"], extra={k: record[k] for k in ("model", "version", "config")})
+                  record["metrics"], extra={k: record[k] for k in ("model", "version", MODEL_FILES)})
     capsys.readouterr()
     code = cfxray("audit", "--model-repo", repo, "--model", "classifier")
     out = capsys.readouterr().out
@@ -196,18 +197,19 @@ def test_generators_trained_against_another_classifier_fail(project, capsys, tmp
 
 EDITS = {  # what an operator might change in a served config, and its exported text
     "max_batch_size": ("max_batch_size: 16", "max_batch_size: 64"),
-    "dims": ("dims: [ 32, 32 ]", "dims: [ 64, 64 ]"),
+    "dims": ("dims: 32", "dims: 64"),
     "image_size": ('string_value: "32"', 'string_value: "64"'),
 }
 
 
+@pytest.mark.parametrize("file", ["config.pbtxt", "configs/gpu.pbtxt"])
 @pytest.mark.parametrize("field", sorted(EDITS))
-def test_edited_served_config_is_named(project, capsys, field):
-    config = project.repo / "generator_p2n" / "config.pbtxt"
+def test_edited_served_config_is_named(project, capsys, field, file):
+    config = project.repo / "generator_p2n" / file
     text = config.read_text()
     exported, edited = EDITS[field]
     assert exported in text
-    with changed(config, text.replace(exported, edited).encode()):
+    with changed(config, text.replace(exported, edited, 1).encode()):
         code, out = audit(project, capsys)
     assert code == 1
     broken = [line for line in out.splitlines() if line.startswith("  broken:")]
@@ -224,13 +226,76 @@ def test_config_rewritten_by_a_later_export_is_vouched_for_by_its_record(project
     text = config.read_text().replace("max_batch_size: 16", "max_batch_size: 8")
     record_file = project.repo / "classifier" / "2" / "lineage.json"
     record = json.loads(record_file.read_text())
-    record["config"] = {"sha256": hashlib.sha256(text.encode()).hexdigest(),
-                        "text": text}
+    record[MODEL_FILES]["config.pbtxt"] = file_record("config.pbtxt", text.encode())
     with changed(config, text.encode()), changed(record_file, json.dumps(record).encode()):
         code, out = audit(project, capsys, "--model", "classifier", "--version", "1", "--json")
     assert code == 0, out
     (model,) = json.loads(out)["models"]
     assert any("rewritten by the export of classifier/2" in s for s in model["status"])
+
+
+def test_a_rollback_passes_the_audit_and_hand_edits_while_pinned_do_not(project, capsys,
+                                                                        tmp_path):
+    """`cfxray rollout rollback` re-renders the version policy of every config from
+    rollout.json, a legitimate change: the audit compares each policy with rollout.json and
+    the rest of the config with the export's record. An edited max_batch_size or a policy
+    that is not rollout.json's is still named."""
+    repo = tmp_path / "model_repository"
+    shutil.copytree(project.repo, repo)
+    config, gpu = repo / "explain" / "config.pbtxt", repo / "explain" / "configs" / "gpu.pbtxt"
+    exported = config.read_text()
+
+    def audit_copy(*extra: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = cfxray("audit", "--model-repo", repo, *extra)
+        return code, capsys.readouterr().out
+
+    assert cfxray("rollout", "rollback", "--to", "1", "--model-repo", str(repo)) == 0
+    assert config.read_text() != exported and "specific" in config.read_text()
+    code, out = audit_copy("--json")
+    assert code == 0, out
+    for model in json.loads(out)["models"]:
+        assert "ok version policy specific [1] in every config, as rollout.json says" in \
+            model["status"], model
+
+    text = gpu.read_text()
+    with changed(gpu, text.replace("max_batch_size: 16", "max_batch_size: 64").encode()):
+        code, out = audit_copy()
+    assert code == 1
+    assert f"{gpu} changed since explain/2 was exported" in out
+    assert "was 'max_batch_size: 16'; now 'max_batch_size: 64'" in out
+
+    unpinned = parse_config(config.read_text())
+    set_version_policy(unpinned, None)  # the pin released in one file, not in rollout.json
+    with changed(config, config_to_text(unpinned).encode()):
+        code, out = audit_copy()
+    assert code == 1
+    assert f"{config} has version policy latest 1, rollout.json renders specific [1]" in out
+    assert "changed since" not in out  # the rest of the config is the exported one
+
+    assert cfxray("rollout", "latest", "--model-repo", str(repo)) == 0
+    assert config.read_text() == exported
+    code, out = audit_copy("--json")
+    assert code == 0, out
+    assert all("ok version policy latest 1 in every config, as rollout.json says"
+               in model["status"] for model in json.loads(out)["models"])
+
+
+def test_edited_warmup_data_and_an_unrecorded_custom_config_are_named(project, capsys):
+    warmup = project.repo / "explain" / "warmup" / "target_normal"
+    with changed(warmup, (1).to_bytes(4, "little")):  # the NORMAL sample would ask PNEUMONIA
+        code, out = audit(project, capsys)
+    assert code == 1
+    assert f"{warmup} changed since explain/2 was exported" in out
+
+    custom = project.repo / "classifier" / "configs" / "fast.pbtxt"
+    custom.write_text((project.repo / "classifier" / "configs" / "gpu.pbtxt").read_text())
+    try:
+        code, out = audit(project, capsys)
+    finally:
+        custom.unlink()
+    assert code == 1
+    assert f"{custom} was written by no export of classifier" in out
 
 
 def test_partly_published_version_set_is_named(project, capsys, tmp_path):

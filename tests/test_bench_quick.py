@@ -53,6 +53,15 @@ def test_inference_rows(quick_run):
         assert r["images_per_s"] * r["ms_per_image"] == pytest.approx(1000, rel=0.01)
 
 
+def test_explain_against_its_parts(quick_run):
+    results, _, _ = quick_run
+    rows = {r["what"]: r for r in results["explain"]["rows"]}
+    assert set(rows) == {"explain", "one_generator_two_classifier_passes"}
+    assert rows["one_generator_two_classifier_passes"]["ratio_to_parts"] == 1.0
+    for r in rows.values():
+        assert _positive(r["ms_per_image"]) and _positive(r["ratio_to_parts"])
+
+
 def test_serving_points(quick_run):
     results, _, _ = quick_run
     s = results["serving"]
@@ -107,11 +116,12 @@ def test_gpu_skipped_or_measured(quick_run):
 def test_targets_and_report_agree(quick_run):
     results, markdown, stdout = quick_run
     verdicts = results["targets"]
-    assert len(verdicts) == 4
+    assert len(verdicts) == 5
     for v in verdicts:
         assert v["status"] in ("PASS", "MISS")
         assert f"{v['status']}  {v['target']}" in stdout
         assert v["target"] in markdown
-    for heading in ("## Machine", "## Targets", "## Generator inference", "## Serving",
+    for heading in ("## Machine", "## Targets", "## Generator inference", "## explain",
+                    "## Serving",
                     "## Training", "## int8 quantization", "## Peak memory", "## GPU"):
         assert heading in markdown

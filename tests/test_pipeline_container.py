@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cfxray.contract import MODEL_NAMES
-
 ROOT = Path(__file__).resolve().parents[1]
-K8S = ROOT / "serving" / "k8s"
+K8S = ROOT / "serving" / "k8s" / "base"
 
 
 # --- Dockerfile ----------------------------------------------------------------------------------
@@ -129,8 +127,8 @@ def test_kustomization_lists_every_manifest(manifests):
     listed = set(manifests["Kustomization"]["resources"])
     present = {p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"}
     assert listed == present
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PersistentVolumeClaim"} <= set(
-        manifests)
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PersistentVolumeClaim",
+            "PodDisruptionBudget"} <= set(manifests)
 
 
 def _container(manifests) -> dict:
@@ -146,12 +144,11 @@ def _flags(container: dict) -> dict[str, list[str]]:
     return flags
 
 
-def test_triton_loads_exactly_the_exported_models_from_the_repository_volume(manifests):
+def test_triton_polls_the_exported_models_from_the_repository_volume(manifests):
     container = _container(manifests)
     flags = _flags(container)
     assert container["command"] == ["tritonserver"]
-    assert flags["--model-control-mode"] == ["explicit"]
-    assert sorted(flags["--load-model"]) == sorted(MODEL_NAMES)
+    assert flags["--model-control-mode"] == ["poll"]  # every replica follows the repository
     (repository,) = flags["--model-repository"]
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     volume_name = mounts[repository]["name"]

@@ -17,7 +17,6 @@ from tritonclient.grpc import model_config_pb2 as mc
 from cfxray import contract as c
 from cfxray.cli import main
 from cfxray.errors import UserError
-from cfxray.export import pbtxt
 from cfxray.export.exporter import export_repository, require_gate
 from cfxray.export.model_repository import publish
 from cfxray.export.onnx_export import PARITY_ATOL, check_parity, onnx_session
@@ -144,8 +143,8 @@ def test_export_refuses_to_publish_when_parity_fails(tmp_path, monkeypatch):
     other = load_classifier(make_checkpoints(tmp_path / "other", seed=1)[0])
     real = exporter.check_parity
 
-    def against_other_weights(path, module, spec, batches, atol):
-        return real(path, ClassifierServing(other), spec, batches, atol)
+    def against_other_weights(path, module, spec, batches, atol, **kwargs):
+        return real(path, ClassifierServing(other), spec, batches, atol, **kwargs)
 
     monkeypatch.setattr(exporter, "check_parity", against_other_weights)
     repo = tmp_path / "repo"
@@ -187,7 +186,7 @@ def test_export_cli_refuses_existing_version_and_failed_gate(serving_repo, tmp_p
     (evaluation / "metrics.json").write_text(json.dumps({"auc": 0.9}))
     assert main([*base, "--evaluation", str(evaluation)]) == 2
     assert "gate_passed" in capsys.readouterr().err
-    assert sorted(p.name for p in (serving_repo / c.EXPLAIN).iterdir()) == ["1", "config.pbtxt"]
+    assert c.model_versions(serving_repo / c.EXPLAIN) == [1]
 
 
 @pytest.mark.parametrize(("metrics", "verdict"), [
@@ -211,14 +210,14 @@ def test_export_refuses_models_of_different_sizes(tmp_path):
         export_repository(classifier, generators, tmp_path / "repo", progress=lambda _: None)
 
 
-def test_pbtxt_round_trip_agrees_with_protobuf(serving_repo):
-    text = (serving_repo / c.EXPLAIN / "config.pbtxt").read_text()
-    parsed = pbtxt.loads(text)
-    again = text_format.Parse(pbtxt.dumps(parsed), mc.ModelConfig())
-    assert again == text_format.Parse(text, mc.ModelConfig())
-    # Repeated fields written once per element, comments and <> messages are text format too.
-    alt = pbtxt.loads('name: "m" # comment\ninput { name: "A" dims: 1 dims: 2 }\n'
-                      'input { name: "B" dims: [3] }\nversion_policy < all { } >')
-    assert alt == {"name": "m", "input": [{"name": "A", "dims": [1, 2]},
-                                          {"name": "B", "dims": [3]}],
-                   "version_policy": {"all": {}}}
+def test_configs_are_read_through_tritons_schema(serving_repo, tmp_path):
+    """A misspelt field is refused when the repository is read, not when a server loads it."""
+    from cfxray.export.triton_config import read_config
+
+    config = read_config(serving_repo / c.EXPLAIN)
+    assert config == parse_config(serving_repo / c.EXPLAIN / "config.pbtxt")
+    shutil.copytree(serving_repo / c.CLASSIFIER, tmp_path / "bad")
+    path = tmp_path / "bad" / "config.pbtxt"
+    path.write_text(path.read_text().replace("max_batch_size", "max_batch"))
+    with pytest.raises(UserError, match="max_batch"):
+        read_config(tmp_path / "bad")

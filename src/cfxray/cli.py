@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cfxray.evaluation.commands",
     "cfxray.export.commands",
     "cfxray.serving.commands",
+    "cfxray.serving.rollout_commands",
     "cfxray.audit.commands",
     "cfxray.pipeline.commands",
     "cfxray.study.commands",

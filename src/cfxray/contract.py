@@ -2,15 +2,20 @@
 
 The Triton configs (production ONNX and local Python backend), the ONNX wrappers, the client,
 the model cards and the docs (docs/SERVING.md) all read these definitions, so none of them can
-drift; the module sits below export, serving and audit so each imports it without the others. Shapes
-exclude the batch axis, as in Triton's `dims`; `SIZE` stands for the model's image size.
-Importing this module is cheap (no torch, no onnx).
+drift; the module sits below export, serving and audit so each imports it without the others:
+the repository layout, the Triton config format (tritonclient's protobufs) and the rollout state
+are here for the same reason. Shapes exclude the batch axis, as in Triton's `dims`; `SIZE` stands
+for the model's image size. Importing this module is cheap (no torch, no onnx, no tritonclient).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from cfxray.errors import UserError
 
 CLASSIFIER = "classifier"
 GENERATOR_P2N = "generator_p2n"
@@ -20,8 +25,14 @@ MODEL_NAMES: tuple[str, ...] = (CLASSIFIER, GENERATOR_P2N, GENERATOR_N2P, EXPLAI
 GENERATOR_MODELS: dict[str, str] = {"p2n": GENERATOR_P2N, "n2p": GENERATOR_N2P}
 
 # Triton's repository layout: REPO/<model>/config.pbtxt beside integer version folders
-# REPO/<model>/<N>/ (docs/SERVING.md).
+# REPO/<model>/<N>/ (docs/SERVING.md); REPO/<model>/configs/<name>.pbtxt are custom
+# configurations (`tritonserver --model-config-name=<name>`) and REPO/<model>/warmup/ holds the
+# warm-up data files the configs name. REPO/rollout.json says which version every replica
+# serves: the version policy of each config is rendered from it (cfxray.export.rollout).
 CONFIG_FILE = "config.pbtxt"
+CUSTOM_CONFIG_DIR = "configs"
+WARMUP_DIR = "warmup"
+ROLLOUT_FILE = "rollout.json"
 
 
 def model_versions(model_dir: str | Path) -> list[int]:
@@ -30,6 +41,55 @@ def model_versions(model_dir: str | Path) -> list[int]:
     if not model_dir.is_dir():
         return []
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def config_schema() -> Any:
+    """Triton's compiled config schema, `model_config_pb2` (from tritonclient, which pulls in
+    gRPC: imported here, on first use, so importing this module stays cheap)."""
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2
+
+
+def parse_config(text: str) -> Any:
+    """A Triton `ModelConfig` from protobuf text; an unknown field or enum is a ValueError."""
+    from google.protobuf import text_format
+
+    try:
+        return text_format.Parse(text, config_schema().ModelConfig())
+    except text_format.ParseError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def config_to_text(config: Any) -> str:
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(config)
+
+
+def read_rollout(repo: str | Path) -> dict[str, Any]:
+    """The rollout state of a repository: `pinned` (a version, or None: the newest present)
+    and `history`."""
+    path = Path(repo) / ROLLOUT_FILE
+    if not path.exists():
+        return {"pinned": None, "history": []}
+    try:
+        state = json.loads(path.read_text())
+        pinned = state.get("pinned")
+        if pinned is not None and (isinstance(pinned, bool) or not isinstance(pinned, int)):
+            raise ValueError(f"pinned must be a version number or null, got {pinned!r}")
+    except (ValueError, AttributeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    return {"pinned": pinned, "history": state.get("history") or []}
+
+
+def set_version_policy(config: Any, pinned: int | None) -> None:
+    """`specific [N]` when version N is pinned, else `latest 1` (the newest present)."""
+    config.ClearField("version_policy")
+    if pinned is None:
+        config.version_policy.latest.num_versions = 1
+    else:
+        config.version_policy.specific.versions.append(pinned)
 
 IMAGE = "IMAGE"  # raw grayscale pixels, UINT8 [batch, SIZE, SIZE]
 TARGET_CLASS = "TARGET_CLASS"  # INT32 [batch, 1]: AUTO_TARGET, 0 (NORMAL) or 1 (PNEUMONIA)
@@ -52,6 +112,7 @@ class TensorSpec:
     name: str
     dtype: str  # Triton data type without the TYPE_ prefix: UINT8, INT32, FP32
     dims: tuple[int | str, ...]  # without the batch axis; SIZE is replaced by the image size
+    optional: bool = False  # a request may leave it out (Triton's `optional: true`)
 
     def resolved(self, size: int) -> tuple[int, ...]:
         return tuple(size if d == SIZE else int(d) for d in self.dims)

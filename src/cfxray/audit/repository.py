@@ -1,26 +1,44 @@
 """Audit a Triton model repository, or what a running server loaded from it.
 
 Beyond each version's chain (`cfxray.audit.chain`), a repository can break in ways no single
-chain shows: a model's `config.pbtxt` (batch size, tensor dims, image size) edited after the
-export that wrote it, whose hash that export recorded in the version's `lineage.json`; and a
-version set that differs across the four models (an export that published `classifier/2` and
-`generator_*/2` but left `explain` at 1). Both are broken links here, and so is a reader
-study a version folder lists whose report is gone, changed or made from another study
-(`cfxray.audit.studies`).
+chain shows: a file export writes in a model folder (`config.pbtxt`, `configs/gpu.pbtxt`, the
+warm-up data) edited after the export that recorded it in the version's `lineage.json`; a
+version policy that is not the one `rollout.json` renders; and a version set that differs
+across the four models (an export that published `classifier/2` and `generator_*/2` but left
+`explain` at 1). All are broken links here, and so is a reader study a version folder lists
+whose report is gone, changed or made from another study (`cfxray.audit.studies`).
+
+A config is recorded and compared without its comments and version policy: the policy is the
+rollout state's (`cfxray rollout rollback` rewrites it in every config, a legitimate change),
+so it is checked against `rollout.json` instead, and everything else a server reads (batch
+sizes, tensors, instances, warm-up, parameters) against the export's record.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 from pathlib import Path
+from typing import Any
 
 from cfxray.audit.chain import Walker, search_roots
 from cfxray.audit.findings import Audit, Node, Problem
 from cfxray.audit.studies import check_studies
-from cfxray.contract import CONFIG_FILE, MODEL_NAMES, model_versions
+from cfxray.contract import (
+    CONFIG_FILE,
+    CUSTOM_CONFIG_DIR,
+    MODEL_NAMES,
+    ROLLOUT_FILE,
+    config_schema,
+    config_to_text,
+    model_versions,
+    parse_config,
+    read_rollout,
+    set_version_policy,
+)
 from cfxray.conventions import LINEAGE_FILE
 from cfxray.errors import UserError
-from cfxray.lineage import read_lineage, sha256_file
+from cfxray.lineage import read_lineage
 
 
 def model_names(repo: Path) -> list[str]:
@@ -63,47 +81,130 @@ def version_set_problem(chosen: dict[str, list[int]], where: str) -> str | None:
             "publishes all four models as one version (a failed or partial publish?)")
 
 
-def check_config(walker: Walker, node: Node, repo: Path, model: str, version: int) -> None:
-    """The model's config.pbtxt against the hash its export recorded in this version's record;
-    a later export of the same model rewrites the file, so its record may vouch for it too."""
-    recorded = (node.record or {}).get("config")
-    path = repo / model / CONFIG_FILE
+# The key of a version's lineage.json that records the files its export wrote in the model
+# folder beside the version folders: {path relative to the model folder: file_record(...)}.
+MODEL_FILES = "model_files"
+
+
+def file_record(relative: str, data: bytes) -> dict[str, str]:
+    """What export records of a file it writes in a model folder, and what the audit compares:
+    for a config, its text without comments and version policy and that text's sha256 (a
+    ValueError when it is no Triton config); for any other file, its sha256."""
+    if not relative.endswith(".pbtxt"):
+        return {"sha256": hashlib.sha256(data).hexdigest()}
+    config = parse_config(data.decode())
+    config.ClearField("version_policy")
+    text = config_to_text(config)
+    return {"sha256": hashlib.sha256(text.encode()).hexdigest(), "text": text}
+
+
+def expected_policy(repo: Path) -> tuple[Any | None, str | None]:
+    """The version policy `rollout.json` renders into every config, or why it cannot be read."""
+    try:
+        pinned = read_rollout(repo)["pinned"]
+    except UserError as exc:
+        return None, str(exc)
+    config = config_schema().ModelConfig()
+    set_version_policy(config, pinned)
+    return config.version_policy, None
+
+
+def _describe_policy(policy: Any) -> str:
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "latest":
+        return f"latest {policy.latest.num_versions}"
+    if choice == "specific":
+        return f"specific {list(policy.specific.versions)}"
+    return choice or "none"
+
+
+def check_config(walker: Walker, node: Node, repo: Path, model: str, version: int,
+                 policy: Any | None) -> None:
+    """The files export wrote in the model folder against this version's record (a later
+    export of the same model rewrites them, so its record may vouch for them too), each
+    config's version policy against `policy` (rollout.json's; None: not checked), and no
+    custom config that no export wrote."""
     if node.record is None:
         return  # the missing record is already a broken link
-    if not isinstance(recorded, dict) or not recorded.get("sha256"):
+    recorded = node.record.get(MODEL_FILES)
+    model_dir = repo / model
+    if not isinstance(recorded, dict) or not recorded:
         walker.warnings.append(f"{node.link}: its record holds no {CONFIG_FILE} hash (exported "
-                               f"before configs were recorded); {path} is not verified")
+                               f"before configs were recorded); {model_dir / CONFIG_FILE} is "
+                               "not verified")
         return
+    later = [v for v in model_versions(model_dir) if v > version]
+    policies_ok = True
+    for relative in sorted(recorded):
+        policies_ok &= _check_file(walker, node, model_dir, relative, version,
+                                   recorded[relative], later, policy)
+    if policy is not None and policies_ok:
+        node.status.append(f"ok version policy {_describe_policy(policy)} in every config, as "
+                           f"{ROLLOUT_FILE} says")
+    for path in sorted((model_dir / CUSTOM_CONFIG_DIR).glob("*.pbtxt")):
+        relative = f"{CUSTOM_CONFIG_DIR}/{path.name}"
+        if relative not in recorded and not any(
+                _recorded_file(model_dir / str(v), relative) for v in later):
+            walker.fail(node, node.link, f"{path} was written by no export of {model} (a server "
+                                         f"started with --model-config-name={path.stem} would "
+                                         "serve a config nobody recorded)")
+
+
+def _check_file(walker: Walker, node: Node, model_dir: Path, relative: str, version: int,
+                recorded: Any, later: list[int], policy: Any | None) -> bool:
+    """One file `version`'s record names; False when its version policy is not `policy`."""
+    path, model = model_dir / relative, model_dir.name
+    if not isinstance(recorded, dict) or not recorded.get("sha256"):
+        walker.fail(node, node.link, f"its record of {relative} holds no sha256")
+        return True
     if not path.is_file():
-        walker.fail(node, node.link, f"{path} is missing: Triton cannot serve {model} without it")
-        return
-    now = sha256_file(path)
-    if now == recorded["sha256"]:
-        node.status.append(f"ok {CONFIG_FILE} sha256 {now[:12]} matches this version's record")
-        return
-    for later in (v for v in model_versions(repo / model) if v > version):
-        if _recorded_config_sha(repo / model / str(later)) == now:
-            node.status.append(f"ok {CONFIG_FILE} sha256 {now[:12]}, rewritten by the export of "
-                               f"{model}/{later}, whose record it matches")
-            return
+        walker.fail(node, node.link, f"{path} is missing: Triton cannot serve {model} as "
+                                     "exported without it")
+        return True
+    data = path.read_bytes()
+    try:
+        now = file_record(relative, data)
+    except ValueError as exc:
+        walker.fail(node, node.link, f"{path} is no Triton config: {exc}")
+        return True
+    policy_ok = True
+    if policy is not None and "text" in now:
+        served = parse_config(data.decode()).version_policy
+        if served != policy:
+            policy_ok = False
+            walker.fail(node, node.link, f"{path} has version policy {_describe_policy(served)}, "
+                                         f"{ROLLOUT_FILE} renders {_describe_policy(policy)}: "
+                                         "edited by hand? (`cfxray rollout` sets it)")
+    sha = now["sha256"]
+    if sha == recorded["sha256"]:
+        node.status.append(f"ok {relative} sha256 {sha[:12]} matches this version's record")
+        return policy_ok
+    for later_version in later:
+        if _recorded_file(model_dir / str(later_version), relative) == sha:
+            node.status.append(f"ok {relative} sha256 {sha[:12]}, rewritten by the export of "
+                               f"{model}/{later_version}, whose record it matches")
+            return policy_ok
     walker.fail(node, node.link, f"{path} changed since {model}/{version} was exported: sha256 "
-                                 f"{recorded['sha256'][:12]} recorded, {now[:12]} now"
-                                 f"{_changed_lines(recorded.get('text'), path.read_text())}")
+                                 f"{recorded['sha256'][:12]} recorded, {sha[:12]} now"
+                                 f"{_changed_lines(recorded.get('text'), now.get('text'))}")
+    return policy_ok
 
 
-def _recorded_config_sha(version_dir: Path) -> str | None:
+def _recorded_file(version_dir: Path, relative: str) -> str | None:
+    """The sha256 a version's record holds for a model-folder file, if any."""
     if not (version_dir / LINEAGE_FILE).is_file():
         return None
     try:
-        config = read_lineage(version_dir).get("config")
+        files = read_lineage(version_dir).get(MODEL_FILES)
     except ValueError:
         return None
-    return config.get("sha256") if isinstance(config, dict) else None
+    entry = files.get(relative) if isinstance(files, dict) else None
+    return entry.get("sha256") if isinstance(entry, dict) else None
 
 
-def _changed_lines(recorded: str | None, now: str) -> str:
+def _changed_lines(recorded: str | None, now: str | None) -> str:
     """The edited lines, when the record kept the exported text."""
-    if not recorded:
+    if not recorded or now is None:
         return ""
     diff = [line for line in difflib.ndiff(recorded.splitlines(), now.splitlines())
             if line[:2] in ("- ", "+ ") and line[2:].strip()]
@@ -122,13 +223,16 @@ def audit_repository(
     repo = Path(repo)
     pairs = resolve_versions(repo, model, version)
     walker = Walker(search_roots(repo, extra_roots))
+    policy, rollout_problem = expected_policy(repo)
     nodes = []
     for name, ver in pairs:
         node = walker.version(name, ver, repo / name / str(ver))
-        check_config(walker, node, repo, name, ver)
+        check_config(walker, node, repo, name, ver, policy)
         check_studies(walker, node)
         nodes.append(node)
     audit = walker.finish(nodes)
+    if rollout_problem:
+        audit.problems.append(Problem(str(repo / ROLLOUT_FILE), rollout_problem))
     if model is None:
         chosen = {name: [ver] for name, ver in pairs}
         problem = version_set_problem(chosen, f"the model repository {repo}")
@@ -177,6 +281,7 @@ def audit_served(
                         f"(ready: {', '.join(sorted(f'{n}/{v}' for n, v in loaded)) or 'none'})")
     repo = Path(repo)
     walker = Walker(search_roots(repo, extra_roots))
+    policy, rollout_problem = expected_policy(repo)
     nodes = []
     for name in names:
         served = sorted(v for n, v in loaded if n == name)
@@ -193,13 +298,15 @@ def audit_served(
                 nodes.append(node)
                 continue
             node = walker.version(name, ver, version_dir)
-            check_config(walker, node, repo, name, ver)
+            check_config(walker, node, repo, name, ver, policy)
             check_studies(walker, node)
             if probe:
                 _probe(walker, node, url, name, ver)
             nodes.append(node)
     audit = walker.finish(nodes, served={"url": url,
                                          "ready": [f"{n}/{v}" for n, v in sorted(loaded)]})
+    if rollout_problem:
+        audit.problems.append(Problem(str(repo / ROLLOUT_FILE), rollout_problem))
     if model is None and version is None:
         ready: dict[str, list[int]] = {}
         for name, ver in loaded:

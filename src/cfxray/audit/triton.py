@@ -2,8 +2,8 @@
 
 The repository index says which versions are ready; a fixed probe sent to a served version
 and to the recorded ONNX file (onnxruntime) says whether the server really runs that file.
-tritonclient is imported inside the functions, so `cfxray --help` and a repository-only audit
-never load it.
+tritonclient is imported inside the functions, so `cfxray --help` never loads it (a
+repository-only audit loads only its config schema, through `cfxray.contract`).
 """
 
 from __future__ import annotations

@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
                                    version=args.version, evaluation_dir=args.evaluation,
                                    settings=serving, atol=export.parity_atol,
                                    params_file=args.params,
-                                   int8_calibration=args.int8_calibration)
+                                   int8_calibration=args.int8_calibration,
+                                   triton_image=export.triton_image,
+                                   keep_versions=export.keep_versions)
     print(f"published version {version} to {out}:")
     for name, info in repository_summary(out).items():
         print(f"  {name}: versions {info['versions']}, {info['image_size']}px, "

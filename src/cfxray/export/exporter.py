@@ -7,7 +7,6 @@ are the version folders renamed into place. A failed export leaves the repositor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -29,13 +28,9 @@ from cfxray.contract import (
 )
 from cfxray.errors import UserError
 from cfxray.evaluation.gate import VERDICT_BOOL_KEY, VERDICT_KEY, read_verdict
-from cfxray.export.model_repository import (
-    ONNX_FILE,
-    check_version_free,
-    production_config_text,
-    publish,
-    settings_dict,
-)
+from cfxray.export.compat import ServerRuntime, check_versions, run_models, runtime_python
+from cfxray.export.compat import server_runtime as triton_runtime
+from cfxray.export.model_repository import check_version_free, publish, settings_dict
 from cfxray.export.onnx_export import (
     PARITY_ATOL,
     ParityReport,
@@ -43,7 +38,9 @@ from cfxray.export.onnx_export import (
     export_onnx,
     sample_images,
 )
-from cfxray.export.settings import ServingSettings
+from cfxray.export.rollout import prune
+from cfxray.export.settings import ExportSettings, ServingSettings
+from cfxray.export.triton_config import ONNX_FILE, model_files
 from cfxray.export.wrappers import ClassifierServing, ExplainServing, GeneratorServing
 from cfxray.lineage import write_lineage
 
@@ -80,14 +77,19 @@ def _stride(generators: Any) -> int:
 
 
 def _parity_batches(size: int, stride: int, with_target: bool) -> list[tuple[torch.Tensor, ...]]:
-    """Sample batches at the served size (batch 1 and a full batch) and at another size."""
+    """Sample batches at the served size (batch 1 and a full batch) and at another size, last
+    (the export's example: only an example off the native size traces the classifier's
+    resize)."""
     images = sample_images(size, count=6)
     other = sample_images(size + 2 * stride, count=2, seed=1)
     batches = [images[:1], images, other]
     if not with_target:
         return [(b,) for b in batches]
     targets = torch.tensor([[AUTO_TARGET], [0], [1], [AUTO_TARGET], [1], [0]], dtype=torch.int32)
-    return [(b, targets[: len(b)]) for b in batches]
+    # The explain graph routes each image to one generator: one-direction batches too. The
+    # last batch stays the other-size one, the export's example.
+    one_way = [(images[:3], torch.full((3, 1), target, dtype=torch.int32)) for target in (0, 1)]
+    return [*one_way, *((b, targets[: len(b)]) for b in batches)]
 
 
 def export_repository(
@@ -101,19 +103,26 @@ def export_repository(
     progress: Callable[[str], None] = print,
     params_file: str | Path | None = None,
     int8_calibration: str | Path | None = None,
+    triton_image: str = ExportSettings.triton_image,
+    keep_versions: int = ExportSettings.keep_versions,
 ) -> tuple[int, list[ParityReport]]:
     """Export, verify and publish; `params_file` feeds the model cards (owners, licence;
-    None: params.yaml when there is one).
+    None: params.yaml when there is one). Every model must also run in `triton_image`'s ONNX
+    Runtime (`cfxray.export.compat`); after the publish, `keep_versions` versions stay
+    (`cfxray.export.rollout.prune`).
 
     With `int8_calibration` (a prepared data folder) both generators are published as static
     int8 models, calibrated on its training split (`cfxray.export.quantize`)."""
     from cfxray.audit.model_card import write_model_card
+    from cfxray.audit.repository import MODEL_FILES, file_record
     from cfxray.data.preprocess import RESIZE_MODES
     from cfxray.models.classifier import load_classifier
     from cfxray.models.networks import load_generators
 
     settings = settings or ServingSettings()
     settings.validate()
+    if keep_versions < 1:
+        raise UserError(f"keep_versions must be at least 1, got {keep_versions}")
     if settings.resize not in RESIZE_MODES:
         raise UserError(f"resize must be one of {RESIZE_MODES}, got {settings.resize!r}")
     gate_metrics = require_gate(evaluation_dir) if evaluation_dir is not None else None
@@ -122,6 +131,8 @@ def export_repository(
         raise UserError(f"{out} exists and is not a folder")
     if version is not None:
         check_version_free(out, version)  # fail before minutes of export; rechecked at publish
+    server = triton_runtime(triton_image)
+    production = (server.describe(), runtime_python(server, progress))
     classifier = load_classifier(classifier_path)
     generators = load_generators(generators_dir)
     size, stride = _served_size(classifier, generators), _stride(generators)
@@ -137,7 +148,7 @@ def export_repository(
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".cfxray-export-", dir=out.parent))
     try:
-        reports, staged, int8 = [], {}, {}
+        reports, staged, int8, production_reports = [], {}, {}, {}
         for name, module in wrappers.items():
             spec = MODEL_SPECS[name]
             # The classifier resizes inside its graph: any height and width, not only
@@ -147,39 +158,68 @@ def export_repository(
             progress(f"exporting {name} ...")
             path = export_onnx(module, spec, batches[-1], staging / name / ONNX_FILE,
                                model_stride)
+            _require_loadable(path, name, server)
             report = check_parity(path, module, spec, batches, atol)
             progress(f"  {report.describe()}")
-            if not report.passed:
-                raise UserError("onnxruntime and PyTorch disagree, refusing to publish: "
-                                + report.describe())
+            served = check_parity(path, module, spec, batches, atol, runtime=production)
+            progress(f"  {served.describe()}")
+            for checked in (report, served):
+                if not checked.passed:
+                    raise UserError("onnxruntime and PyTorch disagree, refusing to publish: "
+                                    + checked.describe())
             if int8_calibration is not None and name in (GENERATOR_P2N, GENERATOR_N2P):
                 from cfxray.export.quantize import quantize_in_place
 
                 int8[name] = quantize_in_place(path, int8_calibration, size)
                 progress(f"  int8: worst SSIM vs fp32 {int8[name]['ssim_min']:.4f}")
+                _require_loadable(path, name, server)
+                _, error = run_models(production[1], path, [{spec.inputs[0].name:
+                                                             batches[0][0].numpy()}],
+                                      [t.name for t in spec.outputs])
+                if error is not None:
+                    raise UserError(f"refusing to publish: the int8 {name} does not run in "
+                                    f"{server.describe()}: {error}")
             reports.append(report)
+            production_reports[name] = served
             staged[name] = path.parent
 
         def finalize(name: str, folder: Path, version: int) -> None:
             report = next(r for r in reports if r.model == name)
-            config = production_config_text(MODEL_SPECS[name], size, settings)
+            # What publish writes beside the version folders, as the audit compares it
+            # (configs without the version policy, which the rollout state owns).
+            written = model_files(MODEL_SPECS[name], size, settings, served_version=None)
             write_lineage(folder, kind=f"serving/{name}", inputs=inputs,
                           params={"image_size": size, "stride": stride, "parity_atol": atol,
                                   "serving": settings_dict(settings),
                                   "generator_config": asdict(generators.config),
                                   "classifier_config": asdict(classifier.config)},
                           metrics={"parity_max_abs_diff": report.max_abs_diff,
+                                   "parity_production_runtime": {
+                                       "runtime": production[0],
+                                       "max_abs_diff": production_reports[name].max_abs_diff},
                                    "gate": _gate_summary(gate_metrics),
                                    **({"int8": int8[name]} if name in int8 else {})},
                           extra={"model": name, "version": version,
-                                 "config": {"sha256": hashlib.sha256(config.encode()).hexdigest(),
-                                            "text": config}})
+                                 MODEL_FILES: {relative: file_record(relative, data)
+                                               for relative, data in written.items()}})
             write_model_card(folder, params_file)  # seals its hashes into lineage.json
 
         published = publish(staged, out, version, size, settings, finalize)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    removed = prune(out, keep_versions)
+    if removed:
+        progress(f"retention (keep_versions {keep_versions}): removed versions "
+                 f"{removed}")
     return published, reports
+
+
+def _require_loadable(path: Path, name: str, server: ServerRuntime) -> None:
+    """The production runtime's opset and IR limits, checked before running anything."""
+    problems = check_versions(path, server)
+    if problems:
+        raise UserError(f"refusing to publish: {name} needs {', '.join(problems)}, beyond "
+                        f"what {server.describe()} runs")
 
 
 def _gate_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from cfxray.contract import IMAGE, ModelSpec
 from cfxray.errors import UserError
+from cfxray.export.compat import EXPORT_OPSET, run_models
 from cfxray.export.settings import ExportSettings
 
 # A model passes parity when every output of onnxruntime is within this of PyTorch's, on
@@ -35,15 +36,22 @@ class ParityReport:
     max_abs_diff: dict[str, float]  # per output, over every sample batch
     atol: float
     labels_agree: bool  # argmax of every probability output identical
+    runtime: str = ""  # which onnxruntime; empty: the one in this environment
+    error: str | None = None  # the runtime could not load or run the model
 
     @property
     def passed(self) -> bool:
-        return self.labels_agree and all(d <= self.atol for d in self.max_abs_diff.values())
+        return self.error is None and self.labels_agree and \
+            all(d <= self.atol for d in self.max_abs_diff.values())
 
     def describe(self) -> str:
+        where = f" in {self.runtime}" if self.runtime else ""
+        if self.error is not None:
+            return f"{self.model}: cannot run{where}: {self.error} FAILED"
         diffs = ", ".join(f"{k}={v:.2e}" for k, v in self.max_abs_diff.items())
         verdict = "ok" if self.passed else "FAILED"
-        return f"{self.model}: max |onnxruntime - torch| {diffs} (bound {self.atol:g}) {verdict}"
+        return (f"{self.model}: max |onnxruntime - torch|{where} {diffs} (bound {self.atol:g}) "
+                f"{verdict}")
 
 
 def export_onnx(module: nn.Module, spec: ModelSpec, examples: tuple[torch.Tensor, ...],
@@ -70,6 +78,7 @@ def export_onnx(module: nn.Module, spec: ModelSpec, examples: tuple[torch.Tensor
         warnings.filterwarnings("ignore", message=".*axis name.*")
         program = torch.onnx.export(
             module, examples, dynamo=True, external_data=False, optimize=True, verbose=False,
+            opset_version=EXPORT_OPSET,
             input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
             dynamic_shapes=dynamic)
     if program is None:
@@ -106,18 +115,31 @@ def onnx_session(path: str | Path, threads: int = 1):
 
 @torch.no_grad()
 def check_parity(path: str | Path, module: nn.Module, spec: ModelSpec,
-                 batches: list[tuple[torch.Tensor, ...]], atol: float = PARITY_ATOL) -> ParityReport:
-    """Run onnxruntime and PyTorch on the same inputs; report the worst difference per output."""
-    session = onnx_session(path)
-    worst = {t.name: 0.0 for t in spec.outputs}
+                 batches: list[tuple[torch.Tensor, ...]], atol: float = PARITY_ATOL,
+                 runtime: tuple[str, Path] | None = None) -> ParityReport:
+    """Run onnxruntime and PyTorch on the same inputs; report the worst difference per output.
+
+    `runtime` (a label and a Python) runs the ONNX side in another environment's
+    onnxruntime (`cfxray.export.compat`) instead of this one's.
+    """
+    names = [t.name for t in spec.outputs]
+    feeds = [{t.name: x.numpy() for t, x in zip(spec.inputs, inputs, strict=True)}
+             for inputs in batches]
+    label = runtime[0] if runtime else ""
+    if runtime is None:
+        session = onnx_session(path)
+        outputs = [session.run(names, feed) for feed in feeds]
+    else:
+        outputs, error = run_models(runtime[1], path, feeds, names)
+        if error is not None:
+            return ParityReport(spec.name, {}, atol, False, label, error)
+    worst = {name: 0.0 for name in names}
     labels_agree = True
     module.eval()
-    for inputs in batches:
-        feeds = {t.name: x.numpy() for t, x in zip(spec.inputs, inputs, strict=True)}
-        got = session.run([t.name for t in spec.outputs], feeds)
+    for inputs, got_all in zip(batches, outputs, strict=True):
         want = module(*inputs)
         want = want if isinstance(want, tuple) else (want,)
-        for t, g, w in zip(spec.outputs, got, want, strict=True):
+        for t, g, w in zip(spec.outputs, got_all, want, strict=True):
             w = w.numpy()
             if g.shape != w.shape or g.dtype != w.dtype:
                 raise UserError(f"{spec.name}: ONNX output {t.name} is {g.dtype}{list(g.shape)}, "
@@ -126,7 +148,7 @@ def check_parity(path: str | Path, module: nn.Module, spec: ModelSpec,
             worst[t.name] = max(worst[t.name], diff)
             if "PROBABILITIES" in t.name:
                 labels_agree &= bool((g.argmax(1) == w.argmax(1)).all())
-    return ParityReport(spec.name, worst, atol, labels_agree)
+    return ParityReport(spec.name, worst, atol, labels_agree, label)
 
 
 def sample_images(size: int, count: int = 6, seed: int = 0) -> torch.Tensor:

@@ -39,9 +39,14 @@ class GeneratorServing(nn.Module):
 class ExplainServing(nn.Module):
     """Prediction, counterfactual, its probabilities and the difference map in one graph.
 
-    Both generators run on every image and a per-image `where` picks the requested one: a
-    data-dependent branch would not export to a static graph, and the generators are cheap
-    next to a request's round trip.
+    Each image goes through its own generator only: the images are split by target class,
+    each generator runs on its share (gather), and the results are written back in request
+    order (scatter). The graph's cost is one generator pass and two classifier passes per
+    image, whatever the mix (a `where` over both generators' outputs paid for two).
+    Either share may be empty at run time; onnxruntime runs convolutions on an empty batch.
+    Tracing needs to be told the shares are not empty: with an unknown (data-dependent)
+    batch the exporter cannot decide the layers' empty-tensor branches. The exported graph
+    holds no such assumption (the parity batches include one-direction batches).
     """
 
     def __init__(self, classifier: XrayClassifier, n2p: nn.Module, p2n: nn.Module) -> None:
@@ -56,8 +61,14 @@ class ExplainServing(nn.Module):
         requested = target_class.to(torch.int64)
         valid = (requested == NORMAL) | (requested == PNEUMONIA)
         target = torch.where(valid, requested, opposite)
-        to_pneumonia = (target == PNEUMONIA).view(-1, 1, 1, 1)
-        counterfactual = torch.where(to_pneumonia, self.n2p(x), self.p2n(x)).clamp(0.0, 1.0)
+        to_pneumonia = target.view(-1) == PNEUMONIA
+        counterfactual = torch.zeros_like(x)
+        for generator, chosen in ((self.n2p, to_pneumonia), (self.p2n, ~to_pneumonia)):
+            index = torch.nonzero(chosen).view(-1)
+            if torch.compiler.is_exporting():
+                torch._check(index.shape[0] > 0)
+            counterfactual = counterfactual.index_put((index,), generator(x[index]))
+        counterfactual = counterfactual.clamp(0.0, 1.0)
         cf_probabilities = torch.softmax(self.classifier(counterfactual), dim=1)
         difference = counterfactual - x
         return (probabilities, counterfactual.squeeze(1), cf_probabilities,

@@ -1,67 +1,134 @@
-"""Derive the local Python-backend repository from a production ONNX repository.
+"""Derive the local Python-backend repository from a production ONNX repository, and keep it
+in step with it.
 
 Production serves each `model.onnx` with Triton's ONNX Runtime backend. Locally the bundled
-server has only the Python backend, so every model becomes a Python-backend model with the
-same name, tensors, shapes, max batch size, dynamic batching, instance count and version
-folders, whose `model.py` runs the same ONNX file with onnxruntime. Only `backend`, the
-instance kind (CPU here) and the model file change; tests check that nothing else does.
+server has only the Python backend, so every ONNX model becomes a Python-backend model with
+the same name, tensors, shapes, max batch size, dynamic batching, warm-up, version policy,
+instance count and version folders, whose `model.py` runs the same ONNX file with
+onnxruntime. Only `backend`, the instance kind (CPU here) and the model file change; tests
+check that nothing else does. Models that are already Python-backend models or ensembles
+are copied as they are.
+
+`sync_local_repository` is idempotent: the local server calls it every poll interval, so
+versions published, pruned or re-pointed (cfxray.export.rollout) in the production
+repository reach the local server the way Triton's POLL mode makes them reach a replica.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from cfxray.contract import CONFIG_FILE, MODEL_NAMES, MODEL_SPECS, model_versions
+from cfxray.contract import (
+    CONFIG_FILE,
+    MODEL_NAMES,
+    MODEL_SPECS,
+    WARMUP_DIR,
+    config_schema,
+    config_to_text,
+    model_versions,
+)
 from cfxray.errors import UserError
-from cfxray.export import pbtxt
-from cfxray.export.model_repository import ONNX_FILE, config_header, read_config, write_config
+from cfxray.export.triton_config import ONNX_FILE, config_header, read_config
 
 MODEL_SOURCE = Path(__file__).with_name("onnx_python_model.py")
+PYTHON_MODEL = "model.py"
 
 
-def local_config(production: dict[str, Any]) -> dict[str, Any]:
-    if production.get("backend") != "onnxruntime" and production.get("platform") != "onnxruntime_onnx":
-        raise UserError(f"model {production.get('name')!r} is not an ONNX Runtime model; "
+def local_config(production: Any) -> Any:
+    """The Python-backend twin of an ONNX Runtime model's config."""
+    if production.backend != "onnxruntime" and production.platform != "onnxruntime_onnx":
+        raise UserError(f"model {production.name!r} is not an ONNX Runtime model; "
                         "cfxray serve runs repositories written by `cfxray export`")
-    config = {k: v for k, v in production.items()
-              if k not in ("platform", "default_model_filename")}
-    config["backend"] = "python"
-    groups = config.get("instance_group") or [{"count": 1}]
-    groups = groups if isinstance(groups, list) else [groups]
-    config["instance_group"] = [{**g, "kind": pbtxt.Enum("KIND_CPU")} for g in groups]
-    params = config.get("parameters") or []
-    params = params if isinstance(params, list) else [params]
-    config["parameters"] = [*params, {"key": "onnx_file",
-                                      "value": {"string_value": onnx_file_of(production)}}]
+    mc = config_schema()
+    config = mc.ModelConfig()
+    config.CopyFrom(production)
+    for field in ("platform", "default_model_filename", "optimization"):
+        config.ClearField(field)
+    config.backend = "python"
+    if not config.instance_group:
+        config.instance_group.add(count=1)
+    for group in config.instance_group:
+        group.kind = mc.ModelInstanceGroup.Kind.KIND_CPU
+    config.parameters["onnx_file"].string_value = onnx_file_of(production)
     return config
 
 
-def onnx_file_of(production: dict[str, Any]) -> str:
-    return production.get("default_model_filename", ONNX_FILE)
+def onnx_file_of(production: Any) -> str:
+    return production.default_model_filename or ONNX_FILE
+
+
+def is_onnx(config: Any) -> bool:
+    return config.backend == "onnxruntime" or config.platform == "onnxruntime_onnx"
 
 
 def build_local_repository(production_repo: str | Path, out: str | Path) -> list[str]:
     """Write the local repository into `out`; returns the model names it serves."""
-    production_repo, out = Path(production_repo), Path(out)
+    production_repo = Path(production_repo)
     names = [n for n in MODEL_NAMES if (production_repo / n / CONFIG_FILE).exists()]
     if not names:
         raise UserError(f"{production_repo} holds no cfxray models (expected "
                         f"{', '.join(MODEL_NAMES)}); run `cfxray export --out {production_repo}`")
     for name in names:
-        source = production_repo / name
-        found = model_versions(source)
-        if not found:
-            raise UserError(f"{source} has no version folder; run `cfxray export` again")
-        production = read_config(source)
-        header = config_header(MODEL_SPECS[name]) + \
-            f"# Local Python-backend twin of {source / CONFIG_FILE}, generated by cfxray serve.\n"
-        write_config(out / name, local_config(production), header)
-        onnx_file = onnx_file_of(production)
-        for version in found:
-            folder = out / name / str(version)
-            folder.mkdir(parents=True)
-            shutil.copyfile(MODEL_SOURCE, folder / "model.py")
-            (folder / onnx_file).symlink_to((source / str(version) / onnx_file).resolve())
+        if not model_versions(production_repo / name):
+            raise UserError(f"{production_repo / name} has no version folder; run `cfxray "
+                            "export` again")
+    sync_local_repository(production_repo, out)
     return names
+
+
+def sync_local_repository(production_repo: str | Path, out: str | Path) -> bool:
+    """Bring `out` in line with the production repository; True when anything changed.
+
+    New version folders appear whole (built under a temporary name, then renamed), configs
+    are replaced in one rename and only when their text changes (a polling server reloads a
+    model whose config file changed), removed versions disappear after their config stopped
+    naming them.
+    """
+    production_repo, out = Path(production_repo), Path(out)
+    changed = False
+    for name in MODEL_NAMES:
+        source = production_repo / name
+        if not (source / CONFIG_FILE).exists():
+            continue
+        production = read_config(source)
+        twin = out / name
+        present = model_versions(source)
+        for version in set(present) - set(model_versions(twin)):
+            _add_version(source, twin, version, production)
+            changed = True
+        if (source / WARMUP_DIR).is_dir() and not (twin / WARMUP_DIR).is_dir():
+            shutil.copytree(source / WARMUP_DIR, twin / WARMUP_DIR)
+        config = local_config(production) if is_onnx(production) else production
+        text = config_header(MODEL_SPECS[name]) + \
+            f"# Local twin of {source / CONFIG_FILE}, generated by cfxray serve.\n" + \
+            config_to_text(config)
+        target = twin / CONFIG_FILE
+        if not target.exists() or target.read_text() != text:
+            tmp = twin / f".{CONFIG_FILE}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, target)
+            changed = True
+        for version in set(model_versions(twin)) - set(present):
+            doomed = twin / f".removed-{version}"
+            os.rename(twin / str(version), doomed)
+            shutil.rmtree(doomed)
+            changed = True
+    return changed
+
+
+def _add_version(source: Path, twin: Path, version: int, production: Any) -> None:
+    staging = twin / f".adding-{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    if is_onnx(production):
+        shutil.copyfile(MODEL_SOURCE, staging / PYTHON_MODEL)
+        onnx_file = onnx_file_of(production)
+        (staging / onnx_file).symlink_to((source / str(version) / onnx_file).resolve())
+    else:  # a Python model (copied) or an ensemble (an empty folder)
+        for item in (source / str(version)).iterdir():
+            if item.name == PYTHON_MODEL:
+                shutil.copyfile(item, staging / PYTHON_MODEL)
+    os.rename(staging, twin / str(version))

@@ -11,6 +11,11 @@ otherwise models die with `_recursion_count` errors.
 The server runs in its own process group; `stop()` ends that group (SIGTERM, then SIGKILL
 after a grace period) and removes the shared-memory regions of its Python stubs, which a
 killed stub would leave in /dev/shm.
+
+It runs in POLL mode, as production does (serving/k8s): a thread re-derives the local
+repository from the production one every `poll_s` seconds and the server re-reads it as
+often, so a publish, a rollback or a pruned version (cfxray.export.rollout) reaches it the
+way it reaches every production replica.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cfxray.errors import UserError
-from cfxray.serving.local_repository import build_local_repository
+from cfxray.serving.local_repository import build_local_repository, sync_local_repository
 
 LOOPBACK = "127.0.0.1"
 SHM_DIR = Path("/dev/shm")
@@ -134,8 +140,10 @@ class LocalTritonServer:
 
     def __init__(self, model_repo: str | Path, ports: Ports | None = None,
                  host: str = LOOPBACK, startup_timeout_s: float = 180.0,
-                 stop_timeout_s: float = 30.0, log_verbose: int = 0) -> None:
+                 stop_timeout_s: float = 30.0, log_verbose: int = 0,
+                 poll_s: float = 2.0) -> None:
         self.model_repo = Path(model_repo)
+        self.poll_s = poll_s
         self.ports = ports or Ports()
         self.host = host
         self.startup_timeout_s = startup_timeout_s
@@ -145,6 +153,9 @@ class LocalTritonServer:
         self.models: list[str] = []
         self._process: subprocess.Popen[bytes] | None = None
         self._workspace: Path | None = None
+        self._stop_following = threading.Event()
+        self._follower: threading.Thread | None = None
+        self.sync_errors: list[str] = []
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -166,6 +177,7 @@ class LocalTritonServer:
             f"--metrics-address={self.host}", f"--metrics-port={self.ports.metrics}",
             "--allow-metrics=true", "--allow-gpu-metrics=false",
             "--exit-on-error=true", "--strict-readiness=true",
+            "--model-control-mode=poll", f"--repository-poll-secs={max(1, round(self.poll_s))}",
             f"--exit-timeout-secs={max(1, int(self.stop_timeout_s) - 5)}",
             f"--log-verbose={self.log_verbose}",
         ]
@@ -190,10 +202,21 @@ class LocalTritonServer:
                     env=server_environment(dist), start_new_session=True,
                     preexec_fn=_die_with_parent)
             self._wait_ready()
+            self._follower = threading.Thread(target=self._follow, daemon=True,
+                                              name="cfxray-repository-follower")
+            self._follower.start()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _follow(self) -> None:
+        """Keep the local repository in step with the production one (see the module doc)."""
+        while not self._stop_following.wait(self.poll_s):
+            try:
+                sync_local_repository(self.model_repo, self._workspace / "models")
+            except (OSError, UserError) as exc:  # a half-published repository: next round
+                self.sync_errors.append(str(exc))
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
@@ -237,6 +260,10 @@ class LocalTritonServer:
     def stop(self) -> int | None:
         """End the server's process group and remove its shared memory and workspace."""
         code = None
+        self._stop_following.set()
+        if self._follower is not None:
+            self._follower.join()
+            self._follower = None
         process, self._process = self._process, None
         if process is not None:
             code = _end_group(process, self.stop_timeout_s)

@@ -26,12 +26,8 @@ from cfxray.contract import (
 )
 from cfxray.conventions import LINEAGE_FILE
 from cfxray.errors import UserError
-from cfxray.export.model_repository import (
-    ONNX_FILE,
-    config_parameters,
-    latest_version,
-    read_config,
-)
+from cfxray.export.model_repository import latest_version
+from cfxray.export.triton_config import ONNX_FILE, config_parameters, read_config
 from cfxray.lineage import read_lineage, sha256_file, sha256_tree
 
 USED_MODELS = (CLASSIFIER, *GENERATOR_MODELS.values())

@@ -13,7 +13,8 @@ from cfxray.params import DEFAULT_PARAMS, section
 DEFAULTS: dict[str, dict[str, Any]] = {
     "phantom": {"out": "data/phantom", "n": 1500, "size": 128, "seed": 0,
                 "pneumonia_fraction": 0.5, "split_fractions": [0.7, 0.15, 0.15],
-                "workers": 0, "contact_sheet": 16},
+                "workers": 0, "contact_sheet": 16, "realism": "simple",
+                "shortcut_rate": 0.0, "shortcut_confounding": 0.0},
     "ingest": {"out": "data/ingested", "seed": 0, "split_fractions": [0.7, 0.15, 0.15],
                "workers": 0},
     "preprocess": {"out": "data/prepared", "size": 64, "resize": "pad"},
@@ -31,6 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     phantom.add_argument("--size", type=int, help="image side in pixels")
     phantom.add_argument("--seed", type=int)
     phantom.add_argument("--pneumonia-fraction", type=float)
+    phantom.add_argument("--realism", choices=("simple", "hard"),
+                         help="simple: smooth round opacities in flat lungs; hard: vessels, "
+                         "patchy, diffuse and bilateral disease, exposure variation")
+    phantom.add_argument("--shortcut-rate", type=float,
+                         help="share of images carrying the shortcut marker (0: none)")
+    phantom.add_argument("--shortcut-confounding", type=float,
+                         help="0..1, how strongly train/val tie the marker to PNEUMONIA "
+                         "(independent of the label in test)")
     phantom.add_argument("--workers", type=int, help="processes (0: all cores); output is "
                          "identical for any value")
     _params_option(phantom)
@@ -79,6 +88,7 @@ def _workers(requested: int) -> int:
 def run_phantom(args: argparse.Namespace) -> int:
     from cfxray.data.contact_sheet import save_contact_sheet
     from cfxray.data.manifest import (
+        class_counts,
         format_summary,
         prepare_output_dir,
         summarize,
@@ -92,16 +102,24 @@ def run_phantom(args: argparse.Namespace) -> int:
     out = prepare_output_dir(p["out"])
     rows = generate(out, n=p["n"], size=p["size"], seed=p["seed"],
                     pneumonia_fraction=p["pneumonia_fraction"],
-                    split_fractions=p["split_fractions"], workers=_workers(p["workers"]))
+                    split_fractions=p["split_fractions"], workers=_workers(p["workers"]),
+                    realism=p["realism"], shortcut_rate=p["shortcut_rate"],
+                    shortcut_confounding=p["shortcut_confounding"])
     write_manifest(out, rows)
-    summary = summarize(rows, sizes=[(p["size"], p["size"])] * len(rows),
-                        extra={"source": "phantom", "seed": p["seed"]})
+    extra = {"source": "phantom", "seed": p["seed"]}
+    if p["shortcut_rate"]:
+        extra["shortcut_markers"] = class_counts([r for r in rows if r["shortcut"] == "1"])
+    summary = summarize(rows, sizes=[(p["size"], p["size"])] * len(rows), extra=extra)
     write_summary(out, summary)
     if p["contact_sheet"]:
         save_contact_sheet(out, rows, out / "contact_sheet.png", per_class=p["contact_sheet"] // 2)
     params = {k: v for k, v in p.items() if k not in ("out", "workers")}
     write_lineage(out, "dataset", inputs={}, params=params, metrics=summary["counts"])
     print(format_summary(summary))
+    if p["shortcut_rate"]:
+        marked = ", ".join(f"{split} {c['NORMAL']}/{c['PNEUMONIA']}"
+                           for split, c in extra["shortcut_markers"].items())
+        print(f"shortcut marker on NORMAL/PNEUMONIA images: {marked}")
     print(f"wrote {out}")
     return 0
 

@@ -21,7 +21,7 @@ from cfxray.conventions import CLASSES, DIRECTIONS, NORMAL, PNEUMONIA
 from cfxray.data.tensors import SplitData, load_split, require_both_classes
 from cfxray.errors import UserError
 from cfxray.evaluation import classifier_metrics as cm
-from cfxray.evaluation import figures
+from cfxray.evaluation import figures, shortcut
 from cfxray.evaluation.counterfactuals import (
     DirectionResult,
     counterfactual_images,
@@ -62,6 +62,11 @@ class EvaluateSettings:
     kid_subset_size: int = 100
     kid_subsets: int = 50
     max_adversarial_fraction: float = 0.2  # flag above this share of classifier-only flips
+    # Shortcut-marker phantoms: flag a direction whose change on the marker region exceeds
+    # this multiple of the region's area share, and a classifier whose P(PNEUMONIA) the
+    # marker alone moves by more than max_shortcut_shift on average.
+    shortcut_change_ratio: float = 3.0
+    max_shortcut_shift: float = 0.1
     report_cases: int = 1  # images per kind (best, typical, worst) and direction
     gate: dict[str, float | None] = field(default_factory=dict)
 
@@ -151,6 +156,8 @@ def build_cases(result: DirectionResult, data: SplitData, generators: Generators
     x = data.as_float(idx).to(device)
     cf, _ = counterfactual_images(generators, result.direction, x)
     masks = data.lesion_masks if result.direction == "p2n" else data.lung_masks
+    if masks is not None and data.shortcut_masks is not None:
+        masks = masks | data.shortcut_masks
     cols = result.per_image
     return [figures.Case(
         direction=result.direction, kind=kind, file=data.files[int(idx[i])],
@@ -250,6 +257,13 @@ def evaluate(data_dir: str | Path, classifier_path: str | Path, oracle_path: str
     for name, p in probs.items():
         metrics |= classifier_summary(name, labels, p, settings.threshold,
                                       settings.calibration_bins, boot)
+    if shortcut.has_marker_pairs(test):
+        with_marker, without_marker = shortcut.marker_pairs(test)
+        for name, model in (("classifier", classifier), ("oracle", oracle)):
+            metrics |= shortcut.shift_summary(
+                name, pneumonia_probabilities(model, with_marker, settings.batch_size, device),
+                pneumonia_probabilities(model, without_marker, settings.batch_size, device),
+                settings.threshold, boot, settings.max_shortcut_shift)
 
     feature_net = RandomFeatureNet(settings.feature_seed).to(device)
     results, cases = [], {}
@@ -265,6 +279,7 @@ def evaluate(data_dir: str | Path, classifier_path: str | Path, oracle_path: str
         metrics |= realism_summary(direction, result.features, real_target, reference,
                                    settings.kid_subset_size, settings.kid_subsets, settings.seed)
         cases[direction] = build_cases(result, test, generators, settings.report_cases, device)
+    metrics |= shortcut.change_flags(metrics, settings.shortcut_change_ratio)
 
     gate = check_gate(metrics, settings.gate)
     metrics[VERDICT_KEY] = float(gate.passed)
@@ -288,6 +303,9 @@ def evaluate(data_dir: str | Path, classifier_path: str | Path, oracle_path: str
                             "target-class train images",
         "sparsity threshold": f"|change| > {settings.sparsity_threshold}",
         "adversarial flag": f"classifier-only flips > {settings.max_adversarial_fraction:.0%}",
+        "shortcut flags": f"change on the marker region > {settings.shortcut_change_ratio:g} x "
+                          f"its area share; |P(PNEUMONIA) shift| from the marker alone > "
+                          f"{settings.max_shortcut_shift:g} (phantoms with the marker only)",
         "settings": json.dumps(asdict(settings)),
     }
     write_report(out / REPORT_FILE, metrics, gate, enforce_gate, cases, figure_paths, context)

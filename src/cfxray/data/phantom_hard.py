@@ -157,11 +157,13 @@ def _focus(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, centre: int,
     envelope = smoothstep(1.1, 0.2, np.hypot(u, v) / wobble)  # ill-defined margins
     if kind == _CONSOLIDATION and fissure[0] < 0.5:  # a fissure bounds it with a sharp edge
         normal = 2 * np.pi * fissure[1]
-        offset = (fissure[2] - 0.5) * radius
+        offset = -(0.1 + 0.4 * fissure[2]) * radius  # behind the centre, which stays inside
         envelope = envelope * smoothstep(-0.012, 0.012,
                                          np.cos(normal) * dx + np.sin(normal) * dy - offset)
     clumps = 0.8 * smooth_noise(rng, size, 10) + 0.6 * smooth_noise(rng, size, 20)
     threshold = {_CONSOLIDATION: -1.0, _PATCHY: rng.uniform(-0.4, 0.3), _GROUND_GLASS: -1.6}[kind]
+    # Raised where needed so a patch always covers the centre: the lesion is never empty.
+    clumps = clumps + max(0.0, threshold + 0.9 - float(clumps[row, col]))
     patches = smoothstep(threshold, threshold + 1.2, clumps)
     texture = np.clip(0.78 + 0.18 * smooth_noise(rng, size, 36), 0.3, 1.0)
     focus = density * envelope * patches * texture

@@ -21,10 +21,12 @@ RUN sh image-build/lock-for-variant.sh "$VARIANT" < requirements.lock > requirem
         "$(grep '^torch==' requirements.lock)" "$(grep '^torchvision==' requirements.lock)"; \
     fi \
  && pip install -r requirements.variant.txt
-COPY pyproject.toml README.md ./
+# dvc.yaml: the package carries it (src/cfxray/pipeline/dvc_stages.yaml links to it), so the
+# pipeline's steps read their params.yaml sections from the stages.
+COPY pyproject.toml README.md dvc.yaml ./
 COPY src ./src
 RUN pip install --no-deps . \
- && python -c "import cfxray.cli, torch, kfp, dvc; print('cfxray', cfxray.__version__, 'torch', torch.__version__)"
+ && python -c "import cfxray.cli, torch, kfp, dvc; from cfxray.pipeline.steps import step_sections; step_sections(); print('cfxray', cfxray.__version__, 'torch', torch.__version__)"
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 ARG VARIANT=cpu

@@ -38,7 +38,7 @@ def export_generator(model: ResnetGenerator, path: Path) -> Path:
     """One ONNX file with dynamic batch and image size, by the exporter `cfxray export` uses."""
     import warnings
 
-    from cfxray.export.contract import GENERATOR_P2N, MODEL_SPECS
+    from cfxray.contract import GENERATOR_P2N, MODEL_SPECS
     from cfxray.export.onnx_export import export_onnx
 
     stride = 2 ** model.config.n_downsampling

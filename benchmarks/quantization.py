@@ -24,19 +24,17 @@ TARGET_VARIANT = "mask"
 
 
 def run(profile: Profile, threads: int, workdir: Path) -> dict[str, Any]:
-    from cfxray.export.quantize import QuantizationSettings, output_ssim, quantize_generator
+    from cfxray.export.quantize import SETTINGS, output_ssim, quantize_generator
 
     ngf, blocks = profile.generators[profile.quant_model]
     size, batch = profile.quant_size, profile.quant_batch
-    settings = QuantizationSettings()
     calibration = xray_images(profile.calibration_images, size, seed=3)
     check = xray_images(max(profile.check_images, batch), size, seed=4)
     rows = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for variant in VARIANTS:
             fp32 = onnx_generator(workdir, ngf, blocks, variant, half_open=True)
-            int8 = quantize_generator(fp32, Path(tmp) / f"{variant}_int8.onnx", calibration,
-                                      settings)
+            int8 = quantize_generator(fp32, Path(tmp) / f"{variant}_int8.onnx", calibration)
             scores = output_ssim(fp32, int8, check)
             images = check[:batch]
             timings = {}
@@ -55,9 +53,7 @@ def run(profile: Profile, threads: int, workdir: Path) -> dict[str, Any]:
                 "target_case": variant == TARGET_VARIANT,
             })
     return {"rows": rows, "calibration_images": len(calibration), "check_images": len(check),
-            "settings": {"calibration_method": settings.calibration_method,
-                         "percentile": settings.percentile, "per_channel": settings.per_channel,
-                         "scope": settings.scope, "format": "QDQ, Conv only, "
-                         "activations uint8, weights int8"},
+            "settings": {**SETTINGS, "format": "QDQ, Conv only, activations uint8, "
+                         "weights int8"},
             "notes": ["served as `cfxray export --int8-calibration DATA_DIR` (generators only; "
                       "the explain graph stays fp32)"]}

@@ -42,7 +42,7 @@ def serving_settings(profile: Profile, threads: int) -> Any:
     any free instance at once, and batches form only from requests that queued while every
     instance was busy, which is when batching pays.
     """
-    from cfxray.export.model_repository import ServingSettings
+    from cfxray.export.settings import ServingSettings
 
     top = max(profile.concurrency)
     return ServingSettings(max_batch_size=top, preferred_batch_sizes=(top,),
@@ -51,7 +51,7 @@ def serving_settings(profile: Profile, threads: int) -> Any:
 
 
 def write_repository(onnx_path: Path, repo: Path, size: int, settings: Any) -> None:
-    from cfxray.export.contract import MODEL_SPECS
+    from cfxray.contract import MODEL_SPECS
     from cfxray.export.model_repository import (
         ONNX_FILE,
         config_header,
@@ -218,7 +218,7 @@ class RssSampler:
 
 # ----- the area --------------------------------------------------------------------------------
 def run(profile: Profile, threads: int, workdir: Path) -> dict[str, Any]:
-    from cfxray.serve.triton import LocalTritonServer, Ports, free_ports
+    from cfxray.serving.triton import LocalTritonServer, Ports, free_ports
 
     ngf, blocks = profile.generators[profile.serving_model]
     size = profile.serving_size

@@ -54,11 +54,11 @@ def tiny_repository(root: Path, size: int) -> Path:
     """Random-weight classifier and generators exported by the real exporter."""
     import torch
 
+    from cfxray.checkpoint import save_atomic
     from cfxray.export.exporter import export_repository
-    from cfxray.export.model_repository import ServingSettings
+    from cfxray.export.settings import ServingSettings
     from cfxray.models.classifier import ClassifierConfig, build_classifier, classifier_state
     from cfxray.models.networks import GeneratorConfig, build_generator, generators_state
-    from cfxray.train.checkpoint import save_atomic
 
     torch.manual_seed(0)
     classifier = root / "classifier.pt"
@@ -77,7 +77,7 @@ def tiny_repository(root: Path, size: int) -> Path:
 
 def run_load(url: str, protocol: str, requests: int, concurrency: int, batch: int,
              max_seconds: float) -> dict[str, Any]:
-    from serving.client import ExplainClient
+    from cfxray.serving.client import ExplainClient
 
     with ExplainClient(url, protocol) as probe:
         size = probe.served.size
@@ -137,7 +137,7 @@ def run_load(url: str, protocol: str, requests: int, concurrency: int, batch: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cfxray.serve.triton import LocalTritonServer, Ports, free_ports
+    from cfxray.serving.triton import LocalTritonServer, Ports, free_ports
 
     args = parse_args(argv)
     with ExitStack() as stack:

@@ -2,10 +2,10 @@
 
 Each step is the trainers' own code (`CycleGANStep`, the classifier's augment + forward +
 AdamW step) on seeded random-init networks, so the numbers hold for any weights. The input
-pipeline is timed alone as the trainers run it: the CycleGAN's on-device index gather and
-float conversion for both domains, and the classifier's DataLoader over in-memory uint8
-images plus `to_device_images` and `augment`. Loader/step above 1 means the step waits for
-the loader that much less than it computes; at least 3 leaves the step compute-bound.
+pipeline is timed alone as the trainers run it (`cfxray.train.batches.DeviceBatches`): the
+on-device index gather and float conversion, for both domains of the CycleGAN, and for the
+classifier followed by `augment`. Loader/step above 1 means the step waits for the loader
+that much less than it computes; at least 3 leaves the step compute-bound.
 
 Peak memory is the process's peak RSS (VmHWM, reset before each configuration) and, on a
 GPU, torch's peak allocated memory.
@@ -13,7 +13,7 @@ GPU, torch's peak allocated memory.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -59,6 +59,8 @@ def cyclegan_step(cfg: dict[str, Any], device: torch.device,
         build_generator,
         init_weights,
     )
+    from cfxray.train.batches import DeviceBatches
+    from cfxray.train.distributed import DistContext
 
     torch.manual_seed(0)
     size, batch = cfg["size"], cfg["cyclegan_batch"]
@@ -78,18 +80,21 @@ def cyclegan_step(cfg: dict[str, Any], device: torch.device,
     opt_d = torch.optim.Adam(discs.parameters(), lr=2e-4, betas=(0.5, 0.999))
     step = CycleGANStep(gens, discs, classifier, LossConfig(), opt_g, opt_d, ImagePool(50),
                         ImagePool(50), autocast=autocast)
-    domains = [training_images(max(4 * batch, DISTINCT_IMAGES), size).to(device)
-               for _ in range(2)]
+    images = training_images(max(4 * batch, DISTINCT_IMAGES), size)
+    steps = len(images) // batch
+    domains = [DeviceBatches(images, torch.zeros(len(images), dtype=torch.long), steps, batch,
+                             DistContext(), device, seed=lambda epoch, d=d: 2 * epoch + d)
+               for d in range(2)]
     counter = iter(range(10**9))
 
     def load() -> list[torch.Tensor]:
-        """The trainer's `_batch` for both domains: index gather, unit floats."""
+        """The trainer's batches of both domains: index gather, unit floats."""
         i = next(counter)
         out = []
-        for images in domains:
-            index = (torch.arange(batch, device=device) + i * batch) % len(images)
-            x = images[index].unsqueeze(1).float().div_(255.0)
-            out.append(x.contiguous(memory_format=memory_format))
+        for batches in domains:
+            if i % steps == 0:
+                batches.set_epoch(i // steps)
+            out.append(batches[i % steps][0].contiguous(memory_format=memory_format))
         return out
 
     fixed = load()
@@ -104,16 +109,14 @@ def cyclegan_step(cfg: dict[str, Any], device: torch.device,
 def classifier_step(cfg: dict[str, Any], device: torch.device,
                     autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
                     channels_last: bool = False) -> tuple[Callable[[], object], Callable[[], object]]:
-    from cfxray.data.tensors import SplitData
     from cfxray.models.classifier import ClassifierConfig, build_classifier
-    from cfxray.train.distributed import DistContext, ShardSampler
-    from cfxray.train.loop_utils import AugmentConfig, augment, batch_loader, to_device_images
+    from cfxray.train.augment import AugmentConfig, augment
+    from cfxray.train.batches import DeviceBatches
+    from cfxray.train.distributed import DistContext
 
     torch.manual_seed(0)
     size, batch = cfg["size"], cfg["classifier_batch"]
     images = training_images(4 * batch, size)
-    data = SplitData(images=images, labels=torch.arange(len(images)) % 2,
-                     files=[""] * len(images), patient_ids=[""] * len(images))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = build_classifier(ClassifierConfig(image_size=size, stem=cfg["classifier_stem"])).to(
         device, memory_format=memory_format)
@@ -121,20 +124,19 @@ def classifier_step(cfg: dict[str, Any], device: torch.device,
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     criterion = torch.nn.CrossEntropyLoss()
     aug_gen = torch.Generator().manual_seed(0)
-    sampler = ShardSampler(len(data), DistContext(), seed=0)
-    loader = batch_loader(data, sampler, batch, device)
-
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        while True:
-            yield from loader
-
-    stream = batches()
+    steps = len(images) // batch
+    batches = DeviceBatches(images, torch.arange(len(images)) % 2, steps, batch, DistContext(),
+                            device, seed=lambda epoch: epoch)
+    counter = iter(range(10**9))
 
     def load() -> tuple[torch.Tensor, torch.Tensor]:
-        """DataLoader batch -> device floats -> augmentation: everything before the model."""
-        raw, labels = next(stream)
-        x = augment(to_device_images(raw, device), AugmentConfig(), aug_gen)
-        return x.contiguous(memory_format=memory_format), labels.to(device)
+        """The trainer's batch and augmentation: everything before the model."""
+        i = next(counter)
+        if i % steps == 0:
+            batches.set_epoch(i // steps)
+        x, labels = batches[i % steps]
+        x = augment(x, AugmentConfig(), aug_gen)
+        return x.contiguous(memory_format=memory_format), labels
 
     fixed = load()
 

@@ -1,12 +1,11 @@
 """A small published project for the audit tests, made by the real `cfxray` steps: phantom
 data under DVC in a git repo, preprocessed, two classifiers and an oracle, a CycleGAN and an
-evaluation for each classifier, and two exported versions.
+evaluation for each classifier, and two versions published by `cfxray export`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -29,6 +28,7 @@ class Project:
     cyclegan: Path
     cyclegan2: Path
     evaluation: Path
+    evaluation2: Path
 
 
 def cfxray(*argv: str) -> int:
@@ -46,53 +46,7 @@ def _dvc(root: Path, *args: str) -> None:
                    capture_output=True)
 
 
-def _fake_cyclegan(out: Path, data: Path, classifier: Path, oracle: Path) -> None:
-    """The CycleGAN step's output contract (generators.pt + lineage) without training one."""
-    import torch
-
-    from cfxray.lineage import write_lineage
-
-    out.mkdir(parents=True)
-    torch.save({"n2p": torch.arange(8.0), "p2n": -torch.arange(8.0)}, out / "generators.pt")
-    write_lineage(out, "cyclegan", inputs={"data": data, "classifier": classifier,
-                                           "oracle": oracle},
-                  params={"epochs": 1, "gamma_counter": 1.0, "lambda_cycle": 10.0},
-                  metrics={"val_flip_rate_n2p": 0.8, "val_flip_rate_p2n": 0.75})
-
-
-def _fake_evaluation(out: Path, data: Path, classifier: Path, oracle: Path,
-                     generators: Path, auc: float) -> None:
-    from cfxray.lineage import write_lineage
-
-    out.mkdir(parents=True)
-    metrics = {"auc": auc, "auc_ci_low": auc - 0.05, "auc_ci_high": min(1.0, auc + 0.04),
-               "accuracy": {"value": 0.8, "low": 0.7, "high": 0.88},
-               "counterfactual": {"flip_rate_n2p": 0.9, "flip_rate_n2p_ci_low": 0.8,
-                                  "flip_rate_n2p_ci_high": 0.95, "ssim": 0.71},
-               "gate": {"passed": True}}
-    (out / "metrics.json").write_text(json.dumps(metrics))
-    write_lineage(out, "evaluation", inputs={"data": data, "classifier": classifier,
-                                             "oracle": oracle, "generators": generators},
-                  params={"bootstrap": 200}, metrics=metrics)
-
-
-def _fake_export(repo: Path, version: int, classifier: Path, generators: Path,
-                 evaluation: Path, stride: int) -> None:
-    from cfxray.lineage import write_lineage
-
-    for name in ("classifier", "generator_n2p"):
-        folder = repo / name / str(version)
-        folder.mkdir(parents=True)
-        (repo / name / "config.pbtxt").write_text(f'name: "{name}"\nbackend: "onnxruntime"\n')
-        (folder / "model.onnx").write_bytes(os.urandom(256))
-        write_lineage(folder, f"serving/{name}",
-                      inputs={"classifier": classifier, "generators": generators,
-                              "evaluation": evaluation},
-                      params={"image_size": 32, "stride": stride}, metrics={},
-                      extra={"model": name, "version": version})
-
-
-def test_params(root: Path) -> Path:
+def small_params(root: Path) -> Path:
     """The project's params.yaml with evaluation settings sized for a 48-image dataset and
     the quality gate off (a 1-epoch CycleGAN cannot pass it; the gate has its own tests)."""
     import yaml
@@ -119,6 +73,12 @@ def _evaluate(params: Path, data: Path, classifier: Path, oracle: Path, generato
                   "--oracle", oracle, "--generators", generators, "--out", out) == 0
 
 
+def export(params: Path, classifier: Path, generators: Path, evaluation: Path,
+           repo: Path) -> None:
+    assert cfxray("export", "--params", params, "--classifier", classifier, "--generators",
+                  generators, "--evaluation", evaluation, "--out", repo) == 0
+
+
 def build_project(root: Path) -> Project:
     """Real steps from phantom data to evaluation; version 2 retrains the classifier (other
     lr and seed) and everything downstream of it."""
@@ -129,7 +89,7 @@ def build_project(root: Path) -> Project:
                 prepared=root / "data" / "prepared", classifier=root / "models" / "classifier",
                 classifier2=root / "models" / "classifier2", oracle=root / "models" / "oracle",
                 cyclegan=root / "models" / "cyclegan", cyclegan2=root / "models" / "cyclegan2",
-                evaluation=root / "reports" / "eval")
+                evaluation=root / "reports" / "eval", evaluation2=root / "reports" / "eval2")
     root.mkdir(parents=True, exist_ok=True)
     old = Path.cwd()
     os.chdir(root)
@@ -138,7 +98,7 @@ def build_project(root: Path) -> Project:
         _git(root, "config", "user.email", "audit@test")
         _git(root, "config", "user.name", "audit test")
         _dvc(root, "init", "-q")
-        params = test_params(root)
+        params = small_params(root)
         assert cfxray("data", "phantom", "--params", params, "--out", p.raw, "--n", 48,
                       "--size", 32, "--seed", 3, "--workers", 1) == 0
         _dvc(root, "add", "-q", "data/phantom")
@@ -152,14 +112,14 @@ def build_project(root: Path) -> Project:
         assert cfxray(*train, "--out", p.classifier2, "--lr", 0.01, "--seed", 7) == 0
         assert cfxray(*train, "--out", p.oracle, "--seed", 99) == 0
         oracle = p.oracle / "classifier.pt"
-        eval2 = root / "reports" / "eval2"
         for classifier, cyclegan, evaluation, version in (
                 (p.classifier, p.cyclegan, p.evaluation, 1),
-                (p.classifier2, p.cyclegan2, eval2, 2)):
+                (p.classifier2, p.cyclegan2, p.evaluation2, 2)):
             _train_cyclegan(params, p.prepared, classifier / "classifier.pt", oracle, cyclegan)
             _evaluate(params, p.prepared, classifier / "classifier.pt", oracle, cyclegan,
                       evaluation)
-            _fake_export(p.repo, version, classifier / "classifier.pt", cyclegan, evaluation, 4)
+            export(params, classifier / "classifier.pt", cyclegan, evaluation, p.repo)
+            assert (p.repo / "explain" / str(version)).is_dir()
     finally:
         os.chdir(old)
     return p
@@ -188,3 +148,15 @@ def removed(path: Path) -> Iterator[Path]:
         yield path
     finally:
         path.write_bytes(original)
+
+
+@contextlib.contextmanager
+def moved(path: Path, to: Path) -> Iterator[Path]:
+    """Temporarily move a file or folder elsewhere (a published version gone, a project
+    relocated); it is put back whatever the test does."""
+    to.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(path, to)
+    try:
+        yield to
+    finally:
+        os.rename(to, path)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The DVC repositories tests create have no config of their own: keep DVC from starting its
+# analytics daemon (which would try to reach the internet) in any of them.
+os.environ["DVC_NO_ANALYTICS"] = "1"
 
 
 def make_blob_split(n: int, size: int, seed: int, pneumonia_fraction: float = 0.35):
@@ -66,7 +71,16 @@ def serving_repo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def triton_server(serving_repo):
     """One real Triton server (bundled with nvidia-pytriton) on free loopback ports."""
-    from cfxray.serve.triton import LocalTritonServer, Ports, free_ports
+    from cfxray.serving.triton import LocalTritonServer, Ports, free_ports
 
     with LocalTritonServer(serving_repo, Ports(*free_ports(3))) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def study_project(tmp_path_factory):
+    """A tiny published version (trained classifier, exported ONNX, complete lineage) for the
+    reader-study tests; see tests/study_builder.py."""
+    from study_builder import build_study_project
+
+    return build_study_project(tmp_path_factory.mktemp("study") / "project")

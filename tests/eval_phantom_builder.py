@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
+from cfxray.checkpoint import save_atomic
 from cfxray.data.tensors import SplitData
 from cfxray.models.classifier import ClassifierConfig, build_classifier, classifier_state
 from cfxray.models.networks import GeneratorConfig, build_generator, generators_state, init_weights
-from cfxray.train.checkpoint import save_atomic
 
 SIZE = 32
 
@@ -60,11 +60,10 @@ def trained_classifier(data: SplitData, seed: int, path: Path) -> Path:
 
 
 def save_generators(kind: str, out: Path) -> Path:
-    """Deliberately bad generators: `identity` (a residual generator whose predicted change is
-    zeroed, so it returns its input) or `noise` (an untrained plain generator with large
-    random weights)."""
+    """Deliberately bad generators: `identity` (a mask generator whose mask is shut, so it
+    returns its input) or `noise` (an untrained plain generator with large random weights)."""
     torch.manual_seed(0)
-    variant = {"identity": "residual", "noise": "plain"}[kind]
+    variant = {"identity": "mask", "noise": "plain"}[kind]
     config = GeneratorConfig(image_size=SIZE, ngf=4, n_blocks=1, n_downsampling=1,
                              variant=variant)
     n2p, p2n = build_generator(config), build_generator(config)
@@ -73,7 +72,7 @@ def save_generators(kind: str, out: Path) -> Path:
         if kind == "identity":
             with torch.no_grad():
                 g.head[1].weight.zero_()
-                g.head[1].bias.zero_()
+                g.head[1].bias.copy_(torch.tensor([0.0, -30.0]))  # content 0, mask closed
     out.mkdir(parents=True, exist_ok=True)
     save_atomic(generators_state(n2p, p2n, config), out / "generators.pt")
     return out

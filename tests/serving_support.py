@@ -18,9 +18,9 @@ def make_checkpoints(root: Path, size: int = SIZE, seed: int = 0) -> tuple[Path,
     """classifier.pt and a generators folder, as the trainers write them."""
     import torch
 
+    from cfxray.checkpoint import save_atomic
     from cfxray.models.classifier import ClassifierConfig, build_classifier, classifier_state
     from cfxray.models.networks import GeneratorConfig, build_generator, generators_state
-    from cfxray.train.checkpoint import save_atomic
 
     torch.manual_seed(seed)
     root.mkdir(parents=True, exist_ok=True)

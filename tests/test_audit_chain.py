@@ -1,14 +1,19 @@
-"""`cfxray audit` on a real small chain: clean passes; each kind of tampering is caught and
-named; two versions diff; model cards are written from the chain and sealed."""
+"""`cfxray audit` on a real small chain (real training runs, evaluations and `cfxray export`):
+clean passes; each kind of tampering is caught and named; two versions diff; model cards are
+written from the chain and sealed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 
 import pytest
-from audit_chain_builder import PARAMS, cfxray, changed, removed
+from audit_chain_builder import PARAMS, cfxray, changed, moved, removed
 
-from cfxray.params import load_params
+from cfxray.contract import MODEL_NAMES
+from cfxray.lineage import read_lineage, write_lineage
+from cfxray.settings import load_params
 
 
 @pytest.fixture
@@ -27,7 +32,9 @@ def test_clean_chain_passes_and_reaches_raw_data_with_dvc_hash(project, capsys):
     assert code == 0, out
     report = json.loads(out)
     assert report["ok"] and not report["problems"]
-    assert {m["name"] for m in report["models"]} == {"classifier/2", "generator_n2p/2"}
+    assert {m["name"] for m in report["models"]} == {f"{m}/2" for m in MODEL_NAMES}
+    for model in report["models"]:  # each served config checked against its export's record
+        assert any(s.startswith("ok config.pbtxt sha256") for s in model["status"]), model
 
     def walk(node):
         yield node
@@ -116,7 +123,7 @@ def test_diff_of_two_versions_shows_classifier_params_and_metrics(project, capsy
             for d in (project.classifier, project.classifier2)]
     assert metrics["classifier: test_loss"] == (runs[0]["test_loss"], runs[1]["test_loss"])
     evals = [json.loads((d / "metrics.json").read_text())
-             for d in (project.evaluation, project.root / "reports" / "eval2")]
+             for d in (project.evaluation, project.evaluation2)]
     for key in evals[0]:
         if evals[0][key] != evals[1][key]:
             assert metrics[f"evaluation: {key}"] == (evals[0][key], evals[1][key])
@@ -169,17 +176,79 @@ def test_model_card_written_from_chain_and_sealed(project, capsys):
 
 
 def test_generators_trained_against_another_classifier_fail(project, capsys, tmp_path):
-    from audit_chain_builder import _fake_export
-
-    repo = tmp_path / "model_repository"  # serves classifier 2 with v1's generators
-    _fake_export(repo, 1, project.classifier2 / "classifier.pt", project.cyclegan,
-                 project.evaluation, 4)
+    """Version 1's export, recorded as if it had been made from classifier 2 (the record
+    `cfxray export --classifier models/classifier2/...` with v1's generators writes)."""
+    repo = tmp_path / "model_repository"
+    shutil.copytree(project.repo / "classifier" / "1", repo / "classifier" / "1")
+    shutil.copy(project.repo / "classifier" / "config.pbtxt", repo / "classifier")
+    record = read_lineage(repo / "classifier" / "1")
+    inputs = {name: entry["path"] for name, entry in record["inputs"].items()}
+    inputs["classifier"] = project.classifier2 / "classifier.pt"
+    write_lineage(repo / "classifier" / "1", record["kind"], inputs, record["params"],
+                  record["metrics"], extra={k: record[k] for k in ("model", "version", "config")})
     capsys.readouterr()
     code = cfxray("audit", "--model-repo", repo, "--model", "classifier")
     out = capsys.readouterr().out
     assert code == 1
     assert "the chain uses different classifier artifacts" in out
     assert "-> generators -> classifier is" in out
+
+
+EDITS = {  # what an operator might change in a served config, and its exported text
+    "max_batch_size": ("max_batch_size: 16", "max_batch_size: 64"),
+    "dims": ("dims: [ 32, 32 ]", "dims: [ 64, 64 ]"),
+    "image_size": ('string_value: "32"', 'string_value: "64"'),
+}
+
+
+@pytest.mark.parametrize("field", sorted(EDITS))
+def test_edited_served_config_is_named(project, capsys, field):
+    config = project.repo / "generator_p2n" / "config.pbtxt"
+    text = config.read_text()
+    exported, edited = EDITS[field]
+    assert exported in text
+    with changed(config, text.replace(exported, edited).encode()):
+        code, out = audit(project, capsys)
+    assert code == 1
+    broken = [line for line in out.splitlines() if line.startswith("  broken:")]
+    assert len(broken) == 1, out
+    assert broken[0].startswith("  broken: generator_p2n/2: ")
+    assert f"{config} changed since generator_p2n/2 was exported" in broken[0]
+    assert f"was '{exported}'; now '{edited}'" in broken[0]
+
+
+def test_config_rewritten_by_a_later_export_is_vouched_for_by_its_record(project, capsys):
+    """Version 1's config was rewritten (with the same settings) by version 2's export; when
+    the settings differ, version 2's record still vouches for the served file."""
+    config = project.repo / "classifier" / "config.pbtxt"
+    text = config.read_text().replace("max_batch_size: 16", "max_batch_size: 8")
+    record_file = project.repo / "classifier" / "2" / "lineage.json"
+    record = json.loads(record_file.read_text())
+    record["config"] = {"sha256": hashlib.sha256(text.encode()).hexdigest(),
+                        "text": text}
+    with changed(config, text.encode()), changed(record_file, json.dumps(record).encode()):
+        code, out = audit(project, capsys, "--model", "classifier", "--version", "1", "--json")
+    assert code == 0, out
+    (model,) = json.loads(out)["models"]
+    assert any("rewritten by the export of classifier/2" in s for s in model["status"])
+
+
+def test_partly_published_version_set_is_named(project, capsys, tmp_path):
+    """An export that failed after moving classifier/2 and generator_*/2 into place but
+    before explain/2: each chain is intact, the set of served versions is not."""
+    with moved(project.repo / "explain" / "2", tmp_path / "explain-2"):
+        code, out = audit(project, capsys, "--json")
+    assert code == 1
+    (problem,) = json.loads(out)["problems"]
+    assert problem["link"] == str(project.repo)
+    assert ("version set that differs across models: classifier/2, generator_p2n/2, "
+            "generator_n2p/2, explain/1") in problem["message"]
+
+    with moved(project.repo / "explain" / "1", tmp_path / "explain-1"):
+        code, out = audit(project, capsys, "--version", "1")
+    assert code == 1 and "explain (none)" in out
+    code, out = audit(project, capsys)
+    assert code == 0, out
 
 
 def test_bad_input_is_one_clear_line(project, tmp_path, capsys):

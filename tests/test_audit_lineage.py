@@ -1,14 +1,14 @@
-"""Lineage records: DVC hash and revision of a `dvc repro` output, KFP metadata, relocation."""
+"""Lineage records: DVC hash and revision of a `dvc repro` output, KFP metadata, relocation,
+a recorded DVC origin."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from audit_chain_builder import _fake_cyclegan, _fake_evaluation, _fake_export, cfxray
+from audit_chain_builder import cfxray, changed, moved, small_params
 
 from cfxray.lineage import (
     dvc_info,
@@ -64,62 +64,45 @@ def test_dvc_repro_output_hash_and_revision_are_recorded(tmp_path):
     assert meta["inputs"]["dataset"]["dvc"]["rev"] == head
 
 
-def _artifact(path: Path, kind: str, inputs: dict, name: str) -> Path:
-    path.mkdir(parents=True)
-    (path / name).write_bytes(kind.encode() * 10)
-    write_lineage(path, kind, inputs=inputs, params={"k": 1})
-    return path
+def test_moved_project_is_audited_through_search_roots(audit_project, tmp_path, capsys):
+    """Records carry the absolute paths of the machine that made them; moved elsewhere (a
+    container's outputs copied out), the chain is found under the repository's parent."""
+    root = audit_project.root
+    with moved(root, tmp_path / "elsewhere" / "copy") as copy:
+        repo = copy / "model_repository"
+        capsys.readouterr()
+        assert cfxray("audit", "--model-repo", repo) == 0  # found under the repository's parent
+        assert "audit passed" in capsys.readouterr().out
 
-
-def _tiny_chain(root: Path, raw: Path | None = None) -> Path:
-    """Every role of a chain, written the way the steps write it, without training."""
-    raw = raw or _artifact(root / "data" / "phantom", "dataset", {}, "manifest.csv")
-    prepared = _artifact(root / "data" / "prepared", "prepared", {"dataset": raw}, "train.pt")
-    classifier = _artifact(root / "models" / "classifier", "classifier", {"data": prepared},
-                           "classifier.pt") / "classifier.pt"
-    oracle = _artifact(root / "models" / "oracle", "classifier", {"data": prepared},
-                       "classifier.pt") / "classifier.pt"
-    _fake_cyclegan(root / "models" / "cyclegan", prepared, classifier, oracle)
-    _fake_evaluation(root / "reports" / "eval", prepared, classifier, oracle,
-                     root / "models" / "cyclegan", auc=0.8)
-    _fake_export(root / "model_repository", 1, classifier, root / "models" / "cyclegan",
-                 root / "reports" / "eval", 4)
-    return root / "model_repository"
-
-
-def test_moved_project_is_audited_through_search_roots(tmp_path, capsys):
-    _tiny_chain(tmp_path / "built")
-    moved = tmp_path / "elsewhere" / "copy"
-    shutil.move(tmp_path / "built", moved)
-    repo = moved / "model_repository"
-    capsys.readouterr()
-    assert cfxray("audit", "--model-repo", repo) == 0  # found under the repository's parent
-    assert "audit passed" in capsys.readouterr().out
-
-    shutil.rmtree(moved / "models" / "oracle")
-    assert cfxray("audit", "--model-repo", repo, "--search", moved) == 1
-    out = capsys.readouterr().out
-    assert "input not found" in out and "oracle" in out
+        with moved(copy / "models" / "oracle", tmp_path / "oracle-gone"):
+            assert cfxray("audit", "--model-repo", repo, "--search", copy) == 1
+        out = capsys.readouterr().out
+        assert "input not found" in out and "oracle" in out
 
 
 def test_raw_dataset_checked_against_its_recorded_dvc_origin(tmp_path, capsys):
     """A pipeline that fetched the dataset from a DVC repository notes the origin in the
-    dataset's record; outside any DVC project the audit checks the data against it."""
+    dataset's record before any step reads it; outside any DVC project the audit checks the
+    data against that origin."""
     from cfxray.lineage import save_lineage
 
-    raw = _artifact(tmp_path / "run" / "data" / "phantom", "dataset", {}, "manifest.csv")
+    params = small_params(tmp_path)
+    raw, prepared = tmp_path / "data" / "phantom", tmp_path / "data" / "prepared"
+    assert cfxray("data", "phantom", "--params", params, "--out", raw, "--n", 24, "--size", 32,
+                  "--seed", 1, "--workers", 1) == 0
     record = read_lineage(raw)
     record["dvc"] = {"repo_url": "https://example.org/data.git", "rev": "a" * 40,
                      "path": "data/phantom", "md5": dvc_md5_tree(raw), "workspace": False}
-    save_lineage(raw, record)  # before any consumer is made, as the pipeline does
-    repo = _tiny_chain(tmp_path / "run", raw)
+    save_lineage(raw, record)  # as the pipeline's fetch step does
+    assert cfxray("data", "preprocess", raw, "--params", params, "--out", prepared,
+                  "--size", 32) == 0
     capsys.readouterr()
-    assert cfxray("audit", "--model-repo", repo, "--json") == 0
+    assert cfxray("audit", "--artifact", prepared, "--json") == 0
     out = capsys.readouterr().out
     assert "https://example.org/data.git:data/phantom (recorded origin)" in out
     assert "not tracked by DVC" not in out
 
-    (raw / "manifest.csv").write_bytes(b"changed")
-    assert cfxray("audit", "--model-repo", repo) == 1
+    with changed(raw / "manifest.csv", b"changed"):
+        assert cfxray("audit", "--artifact", prepared) == 1
     out = capsys.readouterr().out
     assert "content changed since it was recorded" in out and "changed manifest.csv" in out

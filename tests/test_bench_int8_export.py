@@ -53,8 +53,8 @@ def test_int8_generator_is_served(int8_repo, blob_data):
     import onnxruntime as ort
 
     from cfxray.data.tensors import load_split
-    from cfxray.serve.triton import LocalTritonServer, Ports, free_ports
-    from serving.client import TritonModels
+    from cfxray.serving.client import TritonModels
+    from cfxray.serving.triton import LocalTritonServer, Ports, free_ports
 
     images = load_split(blob_data, "test").images[:3].numpy()
     with LocalTritonServer(int8_repo, Ports(*free_ports(3))) as server, \
@@ -73,9 +73,9 @@ def test_refused_when_ssim_bound_cannot_hold(tmp_path, blob_data):
     import torch
     from serving_support import make_checkpoints
 
-    from cfxray.export.contract import GENERATOR_P2N, MODEL_SPECS
+    from cfxray.contract import GENERATOR_P2N, MODEL_SPECS
     from cfxray.export.onnx_export import export_onnx
-    from cfxray.export.quantize import QuantizationSettings, quantize_checked, served_images
+    from cfxray.export.quantize import quantize_checked, served_images
     from cfxray.export.wrappers import GeneratorServing
     from cfxray.models.networks import load_generators
 
@@ -87,7 +87,7 @@ def test_refused_when_ssim_bound_cannot_hold(tmp_path, blob_data):
     check = served_images(blob_data, "val", 32, 4)
     out = tmp_path / "g.int8.onnx"
     with pytest.raises(UserError, match="departs from fp32"):
-        quantize_checked(fp32, out, calibration, check, QuantizationSettings(min_ssim=1.0))
+        quantize_checked(fp32, out, calibration, check, min_ssim=1.0)
     assert not out.exists()
 
 

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if importlib.util.find_spec("benchmarks") is None:  # the package lives beside src/, not in it
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import targets  # noqa: E402
-from benchmarks.report import README_END, README_START, update_readme  # noqa: E402
+from benchmarks import targets
+from benchmarks.report import README_END, README_START, update_readme
 
 
 def _results(onnx_ms: float, triton_ips: float, int8_speedup: float, ssim: float,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from cfxray.checkpoint import load_checkpoint, save_atomic
 from cfxray.models.classifier import ClassifierConfig, build_classifier, classifier_state
 from cfxray.models.networks import load_generators
-from cfxray.train.checkpoint import load_checkpoint, save_atomic
 from cfxray.train.cyclegan import train_cyclegan
 from cfxray.train.cyclegan_config import CycleGANTrainConfig
 
@@ -46,7 +46,7 @@ def test_torchrun_two_processes_train_like_one(blob_data, tmp_path):
         options += ["--" + field.name.replace("_", "-"), str(getattr(CFG, field.name))]
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "cfxray.cli",
            "train-cyclegan", "--data", str(blob_data), "--classifier", str(clf),
-           "--out", str(out), "--params", str(tmp_path / "no-params.yaml"), *options]
+           "--out", str(out), "--params", os.devnull, *options]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=280)
     assert result.returncode == 0, result.stderr[-3000:]

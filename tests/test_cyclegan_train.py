@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import make_blob_split
 
+from cfxray.checkpoint import load_checkpoint, save_atomic
 from cfxray.cli import main as cli_main
 from cfxray.data.tensors import save_split
 from cfxray.errors import UserError
@@ -19,7 +20,6 @@ from cfxray.models.classifier import ClassifierConfig, build_classifier, classif
 from cfxray.models.cyclegan import CycleGANStep
 from cfxray.models.networks import load_generators
 from cfxray.train import cyclegan as trainer
-from cfxray.train.checkpoint import load_checkpoint, save_atomic
 from cfxray.train.cyclegan_config import CycleGANTrainConfig
 
 torch.set_num_threads(1)
@@ -80,7 +80,7 @@ def test_training_writes_every_artifact(blob_data, classifier, uninterrupted):
     summary = json.loads((out / "summary.json").read_text())
     for direction in ("n2p", "p2n"):
         test = summary["test"][direction]
-        assert 0 <= test["validity"] <= 1 and 0 <= test["oracle_validity"] <= 1
+        assert 0 <= test["validity"] <= 1 and 0 <= test["oracle_score"] <= 1
         assert 0 < test["ssim"] <= 1
     assert summary["steps"] == 8 and summary["train_seconds"] > 0
     lineage = json.loads((out / "lineage.json").read_text())
@@ -203,11 +203,11 @@ def test_cli_reads_the_params_section_and_flags_win(blob_data, classifier, tmp_p
                       "  sample_count: 1\n  device: cpu\n")
     out = tmp_path / "run"
     rc = cli_main(["train-cyclegan", "--data", str(blob_data), "--classifier", str(classifier),
-                   "--out", str(out), "--params", str(params), "--counter-form", "logloss"])
+                   "--out", str(out), "--params", str(params), "--counter-form", "mse"])
     assert rc == 0
     run_config = load_checkpoint(out / "checkpoints/last.pt")["run_config"]
     assert (run_config["gamma_counter"], run_config["counter_form"], run_config["ngf"]) == (
-        2.5, "logloss", 4)
+        2.5, "mse", 4)
     assert "test-split counterfactuals" in capsys.readouterr().out
 
     rc = cli_main(["train-cyclegan", "--data", str(blob_data), "--classifier",

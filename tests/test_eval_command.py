@@ -16,9 +16,9 @@ from eval_phantom_builder import phantom_split, save_generators, trained_classif
 from PIL import Image
 
 from cfxray import cli
+from cfxray.checkpoint import save_atomic
 from cfxray.data.tensors import save_split
 from cfxray.models.networks import GeneratorConfig, build_generator, generators_state
-from cfxray.train.checkpoint import save_atomic
 
 PARAMS = """
 evaluate:

@@ -124,7 +124,7 @@ def test_cases_ranked_by_target_probability_after():
 
 
 def test_real_data_without_masks_skips_ground_truth_and_its_gate():
-    from cfxray.evaluation.gate import check_gate
+    from cfxray.evaluation.gate import CRITERIA, GateSettings, check_gate
 
     data = phantom_split(3, seed=7)
     data.lesion_masks = data.lung_masks = data.twins = data.has_twin = None
@@ -133,5 +133,6 @@ def test_real_data_without_masks_skips_ground_truth_and_its_gate():
         assert not {"lesion_removal", "change_in_mask", "opacity_in_lungs"} & set(result.per_image)
     summary = direction_summary(result, BOOT)
     assert "p2n/lesion_removal" not in summary and summary["p2n/ssim"] == pytest.approx(1.0)
-    gate = check_gate(summary, {"min_lesion_removal": 0.3})
+    only_lesions = GateSettings(**{**dict.fromkeys(CRITERIA), "min_lesion_removal": 0.3})
+    gate = check_gate(summary, only_lesions)
     assert gate.passed and gate.checks[0].skipped

@@ -12,7 +12,7 @@ from torch import nn
 from cfxray.data.tensors import SplitData
 from cfxray.evaluation import shortcut
 from cfxray.evaluation.evaluate import pneumonia_probabilities
-from cfxray.evaluation.report import _warnings
+from cfxray.evaluation.report import warnings_section
 from cfxray.evaluation.summary import direction_summary
 
 REGION = torch.zeros(32, 32, dtype=torch.bool)
@@ -97,8 +97,8 @@ def test_marker_shift_tells_a_classifier_that_reads_the_marker() -> None:
     assert metrics["oracle/shortcut_shift"] == 0.0 and metrics["oracle/shortcut_shift_flag"] == 0.0
     assert metrics["oracle/shortcut_decision_flips"] == 0.0
 
-    notes = _warnings(metrics | {"n2p/shortcut_flag": 1.0, "n2p/change_on_shortcut": 0.5,
+    notes = warnings_section(metrics | {"n2p/shortcut_flag": 1.0, "n2p/change_on_shortcut": 0.5,
                                  "n2p/shortcut_area": 0.05})
     assert "moves the explained classifier" in notes and "moves the oracle" not in notes
     assert "edit the marker" in notes
-    assert "marker" not in _warnings({k: v for k, v in metrics.items() if "classifier" not in k})
+    assert "marker" not in warnings_section({k: v for k, v in metrics.items() if "classifier" not in k})

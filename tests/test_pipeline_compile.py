@@ -73,7 +73,7 @@ def test_every_step_is_a_component_in_the_project_image(compiled):
         container = executor["container"]
         assert container["image"] == "cfxray:0.1.0", name
         body = container["command"][-1]
-        assert "from cfxray import pipeline_steps" in body, name
+        assert "from cfxray.pipeline import steps" in body, name
         assert "pip install" not in " ".join(container["command"]), name  # kfp is in the image
 
 
@@ -147,7 +147,7 @@ def test_cluster_settings_mount_the_model_repository_and_dvc_credentials(compile
 
 
 def test_library_does_not_import_kfp():
-    code = ("import sys, cfxray.cli, cfxray.pipeline_commands, cfxray.pipeline_steps; "
+    code = ("import sys, cfxray.cli, cfxray.pipeline.commands, cfxray.pipeline.steps; "
             "cfxray.cli.build_parser(); print('kfp' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, check=True)

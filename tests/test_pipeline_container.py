@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cfxray.export.contract import MODEL_NAMES
+from cfxray.contract import MODEL_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "serving" / "k8s"
@@ -161,10 +161,7 @@ def test_triton_loads_exactly_the_exported_models_from_the_repository_volume(man
 
 
 def test_pipeline_publishes_into_the_claim_triton_serves():
-    import sys
-
-    sys.path.insert(0, str(ROOT))
-    from pipelines.cfxray_pipeline import MODEL_REPOSITORY_PVC
+    from cfxray.pipeline.definition import MODEL_REPOSITORY_PVC
 
     pvc = yaml.safe_load((K8S / "model-repository-pvc.yaml").read_text())
     assert pvc["metadata"]["name"] == MODEL_REPOSITORY_PVC

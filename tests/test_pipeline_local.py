@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from cfxray.contract import MODEL_NAMES
 from cfxray.evaluation.gate import CRITERIA
-from cfxray.export.contract import MODEL_NAMES
 from cfxray.lineage import read_lineage
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""What the pipeline's components do inside their container (`cfxray.pipeline_steps`), on a
+"""What the pipeline's components do inside their container (`cfxray.pipeline.steps`), on a
 real git + DVC repository in a temporary folder and on small hand-made evaluation outputs."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cfxray import pipeline_steps as steps
 from cfxray.errors import UserError
 from cfxray.lineage import dvc_md5_tree, read_lineage, write_lineage
+from cfxray.pipeline import steps
 
 
 def sh(repo: Path, *cmd: str) -> str:

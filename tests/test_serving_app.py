@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 from serving_support import xray_like
 
-from cfxray.serve.triton import free_ports
-from serving.app import ExplainPage
-from serving.client import ExplainClient
+from cfxray.serving.app import ExplainPage
+from cfxray.serving.client import ExplainClient
+from cfxray.serving.triton import free_ports
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 LIMIT_MB = 0.05
@@ -39,7 +39,7 @@ def images(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def page_url(triton_server):
-    from serving.app import launch
+    from cfxray.serving.app import launch
 
     port = free_ports(1)[0]
     app = launch(triton_server.endpoints["http"], "http", port=port, max_upload_mb=LIMIT_MB,

@@ -14,13 +14,14 @@ from google.protobuf import text_format
 from serving_support import MAX_BATCH, SIZE, make_checkpoints, xray_like
 from tritonclient.grpc import model_config_pb2 as mc
 
+from cfxray import contract as c
 from cfxray.cli import main
 from cfxray.errors import UserError
-from cfxray.export import contract as c
 from cfxray.export import pbtxt
 from cfxray.export.exporter import export_repository, require_gate
-from cfxray.export.model_repository import ServingSettings, publish
+from cfxray.export.model_repository import publish
 from cfxray.export.onnx_export import PARITY_ATOL, check_parity, onnx_session
+from cfxray.export.settings import ServingSettings
 from cfxray.export.wrappers import ClassifierServing, ExplainServing, GeneratorServing
 from cfxray.lineage import read_lineage, sha256_file
 from cfxray.models.classifier import load_classifier

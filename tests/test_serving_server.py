@@ -19,16 +19,16 @@ from PIL import Image
 from serving_support import MAX_BATCH, SIZE, xray_like
 from tritonclient.grpc import model_config_pb2 as mc
 
+from cfxray import contract as c
 from cfxray.cli import main
 from cfxray.errors import UserError
-from cfxray.export import contract as c
 from cfxray.export.onnx_export import PARITY_ATOL
 from cfxray.export.wrappers import ExplainServing
 from cfxray.models.classifier import load_classifier
 from cfxray.models.networks import load_generators
-from cfxray.serve.local_repository import build_local_repository
-from cfxray.serve.triton import free_ports
-from serving.client import DIRECTION_TARGETS, ExplainClient, ServingError, TritonModels
+from cfxray.serving.client import DIRECTION_TARGETS, ExplainClient, ServingError, TritonModels
+from cfxray.serving.local_repository import build_local_repository
+from cfxray.serving.triton import free_ports
 
 PROTOCOLS = ("http", "grpc")
 COMPARED = ("name", "max_batch_size", "input", "output", "dynamic_batching", "version_policy")

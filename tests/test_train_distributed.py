@@ -18,25 +18,41 @@ import torch.multiprocessing as mp
 from cfxray.conventions import CLASSIFIER_FILE
 from cfxray.data.tensors import load_split
 from cfxray.models.classifier import load_classifier
+from cfxray.models.parallel import unwrap
 from cfxray.train import distributed as D
+from cfxray.train.batches import DeviceBatches
 from cfxray.train.classifier import evaluate, train_classifier
 from cfxray.train.configs import ClassifierTrainConfig
 
 torch.set_num_threads(1)
 
 
-def test_shard_sampler_splits_each_epoch_between_ranks_and_resumes_mid_epoch():
-    ranks = [D.ShardSampler(10, D.DistContext(rank=r, world_size=3), seed=5) for r in range(3)]
-    for s in ranks:
+def test_device_batches_split_each_global_batch_between_ranks():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1).expand(10, 2, 2).contiguous()
+    labels = torch.arange(10)
+
+    def stream(rank: int, world: int) -> DeviceBatches:
+        return DeviceBatches(images, labels, steps=3, batch_size=4,
+                             ctx=D.DistContext(rank=rank, world_size=world),
+                             device=torch.device("cpu"), seed=lambda epoch: 5 + epoch)
+
+    single, ranks = stream(0, 1), [stream(r, 2) for r in range(2)]
+    for s in (single, *ranks):
         s.set_epoch(2)
-    shards = [list(s) for s in ranks]
-    assert [len(s) for s in shards] == [4, 4, 4]  # padded to an equal count per rank
-    assert sorted(set().union(*shards)) == list(range(10))
-    ranks[1].set_epoch(3)
-    other_epoch = list(ranks[1])
-    assert other_epoch != shards[1]
-    ranks[1].set_epoch(3, start=2)
-    assert list(ranks[1]) == other_epoch[2:] and len(ranks[1]) == 2
+    for step in range(3):
+        whole = single[step][1]
+        halves = [r[step][1] for r in ranks]
+        assert [len(h) for h in halves] == [2, 2]
+        assert torch.equal(torch.cat(halves), whole)  # two processes see one process's batch
+        assert torch.equal(single[step][0][:, 0, 0, 0] * 255, whole.float())
+    # 12 draws from 10 images: every image once, then the order wraps around.
+    drawn = torch.cat([single[step][1] for step in range(3)])
+    assert sorted(set(drawn[:10].tolist())) == list(range(10))
+    first = [single[step][1] for step in range(3)]
+    single.set_epoch(3)
+    assert any(not torch.equal(a, single[i][1]) for i, a in enumerate(first))  # a new order
+    single.set_epoch(2)
+    assert all(torch.equal(a, single[i][1]) for i, a in enumerate(first))  # resumable by step
 
 
 def test_helpers_are_no_ops_in_one_process():
@@ -70,7 +86,7 @@ def _helper_worker(rank: int, port: int, out: str) -> None:
         x = torch.full((4, 3), float(rank + 1))  # each rank sees different data
         model(x).square().mean().backward()
         opt.step()
-        weights = D.unwrap(model).weight.detach().flatten().tolist()
+        weights = unwrap(model).weight.detach().flatten().tolist()
     Path(out, f"{rank}.json").write_text(json.dumps(
         {"total": total, "gathered": gathered, "decided": decided, "weights": weights}))
 
@@ -98,7 +114,7 @@ def test_torchrun_two_processes_train_like_one(blob_data, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "cfxray.cli",
            "train-classifier", "--data", str(blob_data), "--out", str(out),
-           "--params", str(tmp_path / "no-params.yaml"), "--arch", CFG.arch,
+           "--params", os.devnull, "--arch", CFG.arch,
            "--epochs", str(CFG.epochs), "--batch-size", str(CFG.batch_size),
            "--lr", str(CFG.lr), "--seed", str(CFG.seed), "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

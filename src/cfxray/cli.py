@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from cfxray.errors import UserError
+from cfxray.settings import ArgumentParser
 
 # Modules that provide subcommands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -19,14 +20,15 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cfxray.train.commands",
     "cfxray.evaluation.commands",
     "cfxray.export.commands",
-    "cfxray.serve.commands",
+    "cfxray.serving.commands",
     "cfxray.audit.commands",
-    "cfxray.pipeline_commands",
+    "cfxray.pipeline.commands",
+    "cfxray.study.commands",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="cfxray",
         description="Counterfactual explanations of chest X-ray classifiers (CycleGAN).",
     )

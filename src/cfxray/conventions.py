@@ -26,13 +26,6 @@ MANIFEST_FIELDS: tuple[str, ...] = (
     "lung_mask",  # relative path, empty when unknown
     "twin",  # relative path of the lesion-free twin (phantom PNEUMONIA only), else empty
 )
-# Columns of a phantom made with the shortcut marker (`shortcut_rate` > 0); a manifest without
-# them reads as if they were empty, and they are written only when some row has them.
-OPTIONAL_MANIFEST_FIELDS: tuple[str, ...] = (
-    "shortcut",  # "1" the image carries the shortcut marker, "0" it does not
-    "shortcut_mask",  # relative path of the marker's region (same for every image)
-    "shortcut_twin",  # relative path of the image rendered with the marker toggled
-)
 
 CLASSIFIER_FILE = "classifier.pt"
 GENERATORS_FILE = "generators.pt"

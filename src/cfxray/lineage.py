@@ -23,7 +23,8 @@ from cfxray.conventions import LINEAGE_FILE
 TRACKED_PACKAGES = ("cfxray", "torch", "torchvision", "numpy", "onnx", "onnxruntime", "kfp", "dvc")
 # Documents written about an artifact after its record (model cards) describe it, they are
 # not its content: they are left out of its hash and their own hashes go into the record.
-DOCUMENT_FILES = ("model_card.json", "model_card.md", "model_card.html")
+# (reader_studies.json: `cfxray.audit.studies`.)
+DOCUMENT_FILES = ("model_card.json", "model_card.md", "model_card.html", "reader_studies.json")
 # Up to this many files, a record lists each file's hash so an audit can name the one changed.
 MAX_LISTED_FILES = 20000
 _CHUNK = 1 << 20

@@ -44,8 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="also draw the chain as a picture (broken artifacts in red)")
     audit.add_argument("--write-card", action="store_true",
                        help="after a passing audit, (re)write each version's model card")
-    audit.add_argument("--params", default="params.yaml",
-                       help="params file with the model_card section (owners, license)")
+    audit.add_argument("--params", default=None,
+                       help="params file with the model_card section (owners, license; "
+                            "default: params.yaml when there is one)")
     audit.set_defaults(func=run_audit)
 
     rep = subparsers.add_parser(
@@ -71,11 +72,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from cfxray.audit.chain import audit_artifact, audit_repository, audit_served
+    from cfxray.audit.chain import audit_artifact
     from cfxray.audit.render import render_tree
+    from cfxray.audit.repository import audit_repository, audit_served
 
     if args.diff:
         return _run_diff(args)
+    if args.write_card:
+        from cfxray.audit.model_card import ModelCardSettings
+        from cfxray.settings import load_settings
+
+        load_settings(ModelCardSettings, "model_card", args.params)  # checked before the walk
     if args.artifact:
         audit = audit_artifact(args.artifact, args.search)
     elif args.url:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cfxray.audit.chain import Audit, Node, _Walker
+from cfxray.audit.chain import trace_version
+from cfxray.audit.findings import Audit, Node
 from cfxray.errors import UserError
 
 SECTIONS = ("data", "code", "params", "metrics")
@@ -163,10 +164,7 @@ def diff_versions(a: str, b: str, repo: str | Path | None, model: str | None,
     summaries, broken = [], []
     for spec in (a, b):
         label, path = _version_dir(spec, repo_path, model)
-        roots = [Path(p) for p in (search_roots or [])] + [path.resolve().parents[1], Path.cwd()]
-        walker = _Walker(roots)
-        node = walker.served(*label.split("/"), path)
-        audit = Audit(roots=[node], problems=walker.problems, warnings=walker.warnings)
+        audit = trace_version(path, search_roots)
         summaries.append((label, summarize(audit)))
         broken.extend(f"{label}: {p}" for p in audit.problems)
     (label_a, sa), (label_b, sb) = summaries

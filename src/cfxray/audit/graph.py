@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cfxray.audit.chain import ROLES, Audit, Node
+from cfxray.audit.findings import ROLES, Audit, Node
 
 _LAYER = {role: i for i, role in enumerate(ROLES)}
 OK_COLOUR, BROKEN_COLOUR = "#d8f0d8", "#f7c6c6"

@@ -13,18 +13,27 @@ from __future__ import annotations
 import base64
 import html
 import json
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cfxray.audit.chain import Audit, Node, _Walker
+from cfxray.audit.chain import trace_version
+from cfxray.audit.findings import ROLES, Node
 from cfxray.audit.metrics_table import MetricRow, metric_rows
-from cfxray.conventions import LINEAGE_FILE
-from cfxray.errors import UserError
+from cfxray.audit.studies import card_lines, read_studies
 from cfxray.lineage import record_documents
-from cfxray.params import section
+from cfxray.settings import load_settings
 
-DEFAULT_OWNERS = ("cfxray maintainers",)
+
+@dataclass(frozen=True)
+class ModelCardSettings:
+    """The `model_card` section of params.yaml."""
+
+    owners: tuple[str, ...] = ("cfxray maintainers",)
+    license: str = "Apache-2.0"
+    references: tuple[str, ...] = ("docs/ARCHITECTURE.md",)
+
+
 OVERVIEWS = {
     "classifier": "Pneumonia classifier for frontal chest X-rays: returns NORMAL / PNEUMONIA "
                   "probabilities for a grayscale image.",
@@ -67,22 +76,7 @@ PRIVACY = {
 
 def _by_role(root: Node) -> dict[str, Node]:
     """First artifact of each role, breadth first (the classifier before the oracle)."""
-    found: dict[str, Node] = {}
-    queue = [root]
-    while queue:
-        node = queue.pop(0)
-        if node.role and node.role not in found and node.record is not None:
-            found[node.role] = node
-        queue.extend(node.children)
-    return found
-
-
-def _licence() -> str:
-    try:
-        meta = metadata.metadata("cfxray")
-    except metadata.PackageNotFoundError:
-        return "Apache-2.0"
-    return meta.get("License-Expression") or meta.get("License") or "Apache-2.0"
+    return {role: node for role in ROLES if (node := root.first(role)) is not None}
 
 
 def _data_entry(role: str, node: Node) -> dict[str, Any]:
@@ -154,32 +148,19 @@ def _is_phantom(raw: Node | None) -> bool:
     return source == "phantom" or not record.get("inputs") or "phantom" in raw.path.name
 
 
-def build_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
+def build_card(version_dir: str | Path, params_file: str | Path | None = None,
                search_roots: list[str | Path] | None = None) -> dict[str, Any]:
     """The card's fields (Model Card Toolkit schema) for one Triton model version folder
     (also a staged one, before it is moved into the repository: the record's `model` and
     `version` then name it)."""
-    return _card(_walk_version(Path(version_dir), search_roots).roots[0], params_file)
+    return _card(trace_version(version_dir, search_roots).roots[0], params_file)
 
 
-def _walk_version(version_dir: Path, search_roots: list[str | Path] | None) -> Audit:
-    if not (version_dir / LINEAGE_FILE).is_file():
-        raise UserError(f"{version_dir} has no {LINEAGE_FILE}; export the model first")
-    record = json.loads((version_dir / LINEAGE_FILE).read_text())
-    model = str(record.get("model") or version_dir.parent.name)
-    version = str(record.get("version") or version_dir.name)
-    roots = [Path(p) for p in (search_roots or [])] + [version_dir.resolve().parent.parent,
-                                                        Path.cwd()]
-    walker = _Walker(roots)
-    root = walker.served(model, version, version_dir)
-    return Audit(roots=[root], problems=walker.problems, warnings=walker.warnings)
-
-
-def _card(root: Node, params_file: str | Path) -> dict[str, Any]:
+def _card(root: Node, params_file: str | Path | None) -> dict[str, Any]:
     model, version = root.name.split("/", 1)
     roles = _by_role(root)
     export = root.record or {}
-    options = section("model_card", params_file)
+    options = load_settings(ModelCardSettings, "model_card", params_file)
     classifier, raw = roles.get("classifier"), roles.get("raw")
     rows = _evaluation_metrics(roles.get("evaluation"))
     arch = _architecture(model, export.get("params") or {}, classifier)
@@ -204,9 +185,9 @@ def _card(root: Node, params_file: str | Path) -> dict[str, Any]:
                         "date": (export.get("context") or {}).get("created_utc"),
                         "git_commit": (export.get("git") or {}).get("commit"),
                         "git_dirty": (export.get("git") or {}).get("dirty")},
-            "owners": [{"name": o} for o in options.get("owners", DEFAULT_OWNERS)],
-            "licenses": [{"identifier": options.get("license", _licence())}],
-            "references": [{"reference": r} for r in options.get("references", [])],
+            "owners": [{"name": o} for o in options.owners],
+            "licenses": [{"identifier": options.license}],
+            "references": [{"reference": r} for r in options.references],
         },
         "model_parameters": {
             "model_architecture": arch,
@@ -225,6 +206,7 @@ def _card(root: Node, params_file: str | Path) -> dict[str, Any]:
             "release_gate": (roles["evaluation"].record or {}).get("gate")
                             if "evaluation" in roles else None,
             "graphics": _graphics(roles.get("evaluation")),
+            "reader_studies": read_studies(root.path),
         },
         "considerations": {
             "users": [{"description": "ML researchers and auditors of explainable-AI methods"}],
@@ -263,7 +245,7 @@ def _architecture(model: str, params: dict[str, Any], classifier: Node | None) -
 
 def _tensor_formats(model: str, size: int | None) -> dict[str, str]:
     """Input and output tensors from the serving contract (one source with the configs)."""
-    from cfxray.export.contract import MODEL_SPECS, SIZE
+    from cfxray.contract import MODEL_SPECS, SIZE
 
     spec = MODEL_SPECS.get(model)
     if spec is None:
@@ -331,6 +313,8 @@ def _sections(card: dict[str, Any]) -> list[tuple[str, list[str] | list[tuple[st
         ("Evaluation metrics (95% CI)", _metric_lines(q["performance_metrics"])),
         ("Counterfactual quality (95% CI)", _metric_lines(q["counterfactual_quality"])),
         ("Release gate", _gate_lines(q.get("release_gate"))),
+        ("Reader studies (blinded; cfxray study)", card_lines(q.get("reader_studies") or [])
+         or ["no reader study recorded for this version"]),
         ("Limitations", [lim["description"] for lim in c["limitations"]]),
         ("Ethical considerations", [f"{e['name']}: {e['mitigation_strategy']}"
                                     for e in c["ethical_considerations"]]),
@@ -403,7 +387,7 @@ def render_html(card: dict[str, Any], lineage_png: bytes | None = None) -> str:
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
-def write_model_card(version_dir: str | Path, params_file: str | Path = "params.yaml",
+def write_model_card(version_dir: str | Path, params_file: str | Path | None = None,
                      search_roots: list[str | Path] | None = None) -> dict[str, Path]:
     """Write model_card.{json,md,html} into a version folder whose lineage.json is written,
     and seal their hashes into that record. Call it after `write_lineage` in export."""
@@ -412,7 +396,7 @@ def write_model_card(version_dir: str | Path, params_file: str | Path = "params.
     from cfxray.audit.graph import draw_chain
 
     version_dir = Path(version_dir)
-    audit = _walk_version(version_dir, search_roots)
+    audit = trace_version(version_dir, search_roots)
     card = _card(audit.roots[0], params_file)
     with tempfile.TemporaryDirectory() as tmp:
         lineage_png = draw_chain(audit, Path(tmp) / "lineage.png").read_bytes()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cfxray.audit.chain import Audit, Node
+from cfxray.audit.findings import Audit, Node
 
 
 def _short(path: Path) -> str:

@@ -17,8 +17,10 @@ from typing import Any
 
 import yaml
 
-from cfxray.audit.chain import Node, _Walker, resolve_versions
+from cfxray.audit.chain import trace_version
+from cfxray.audit.findings import Node
 from cfxray.audit.metrics_table import metric_rows
+from cfxray.audit.repository import resolve_versions
 from cfxray.errors import UserError
 
 
@@ -72,16 +74,6 @@ class Comparison:
         return {"stage": self.stage, "original": self.original, "reproduced": self.reproduced,
                 "identical_weights": self.identical_weights, "max_abs_diff": self.max_abs_diff,
                 "outside_tolerance": self.outside(tolerance), "metrics": self.rows}
-
-
-def _first_of_role(root: Node, role: str) -> Node | None:
-    queue = [root]
-    while queue:
-        node = queue.pop(0)
-        if node.role == role and node.record is not None and not node.seen_above:
-            return node
-        queue.extend(node.children)
-    return None
 
 
 def _recorded_inputs(node: Node, stage: Stage) -> dict[str, Path]:
@@ -182,13 +174,12 @@ def reproduce(repo: str | Path, version: int, model: str = "classifier",
               search_roots: list[str | Path] | None = None) -> list[Comparison]:
     repo = Path(repo)
     ((name, ver),) = resolve_versions(repo, model, version)
-    roots = [Path(p) for p in (search_roots or [])] + [repo.resolve().parent, Path.cwd()]
-    root = _Walker(roots).served(name, ver, repo / name / str(ver))
+    root = trace_version(repo / name / str(ver), search_roots).roots[0]
     out_root = Path(out) if out else Path("outputs") / "reproduce" / f"{name}_{ver}"
     results = []
     for stage_name in stages:
         stage = STAGES[stage_name]
-        node = _first_of_role(root, stage.role)
+        node = root.first(stage.role)
         if node is None:
             raise UserError(f"{name}/{ver}'s lineage reaches no {stage.role} training record")
         results.append(reproduce_stage(node, stage, out_root / stage.role))

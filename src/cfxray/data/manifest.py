@@ -9,7 +9,10 @@ evaluation, audits) reads one format whatever the data's origin:
     DIR/twins/{split}/PNEUMONIA/{stem}.png      lesion-free twin (phantom PNEUMONIA only)
     DIR/masks/shortcut/{split}/{CLASS}/{stem}.png  0/255 shortcut-marker region (phantom option)
     DIR/shortcut_twins/{split}/{CLASS}/{stem}.png  the image with the marker toggled (same option)
-    DIR/manifest.csv                            one row per image, `MANIFEST_FIELDS`
+    DIR/manifest.csv                            one row per image, `MANIFEST_FIELDS` (ingest
+                                                adds `cfxray.data.ingest.SOURCE_FIELDS`, a
+                                                phantom with the shortcut marker
+                                                `cfxray.data.phantom_dataset.SHORTCUT_FIELDS`)
     DIR/summary.json                            counts, balance, sizes
 """
 
@@ -23,13 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cfxray.conventions import (
-    CLASSES,
-    MANIFEST_FIELDS,
-    MANIFEST_NAME,
-    OPTIONAL_MANIFEST_FIELDS,
-    SPLITS,
-)
+from cfxray.conventions import CLASSES, MANIFEST_FIELDS, MANIFEST_NAME, SPLITS
 from cfxray.errors import UserError
 
 Row = dict[str, str]
@@ -60,12 +57,14 @@ def shortcut_twin_path(split: str, label: str, stem: str) -> str:
     return f"shortcut_twins/{split}/{label}/{stem}.png"
 
 
-def write_manifest(root: str | Path, rows: Iterable[Row]) -> Path:
-    """Rows sorted by file, so the manifest's bytes depend only on the dataset's content."""
+def write_manifest(root: str | Path, rows: Iterable[Row],
+                   extra_fields: Sequence[str] = ()) -> Path:
+    """Rows sorted by file, so the manifest's bytes depend only on the dataset's content.
+    `extra_fields` (ingest's facts about each source, the phantom's shortcut marker) follow
+    the shared columns."""
     path = Path(root) / MANIFEST_NAME
     ordered = sorted(rows, key=lambda r: r["file"])
-    fields = MANIFEST_FIELDS + tuple(k for k in OPTIONAL_MANIFEST_FIELDS
-                                     if any(row.get(k) for row in ordered))
+    fields = (*MANIFEST_FIELDS, *extra_fields)
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
@@ -84,7 +83,7 @@ def read_manifest(root: str | Path) -> list[Row]:
         missing = [k for k in MANIFEST_FIELDS if k not in (reader.fieldnames or [])]
         if missing:
             raise UserError(f"{path} lacks columns {missing}")
-        rows = [{**dict.fromkeys(OPTIONAL_MANIFEST_FIELDS, ""), **r} for r in reader]
+        rows = [dict(r) for r in reader]
     for row in rows:
         if row["label"] not in CLASSES or row["split"] not in SPLITS:
             raise UserError(f"{path}: row for {row['file']} has label {row['label']!r} and split "

@@ -21,6 +21,7 @@ classifier cannot learn a shortcut from them; the shortcut marker draws nothing.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +29,9 @@ from scipy import ndimage
 
 from cfxray.data import phantom_hard
 from cfxray.data.phantom_shapes import Pose, box, grid, segment, smooth_noise, smoothstep
+from cfxray.data.settings import Realism
 
-REALISM_LEVELS = ("simple", "hard")
+REALISM_LEVELS: tuple[str, ...] = typing.get_args(Realism)
 # The opacity field is cut to exactly zero below this value; the lesion mask is its support.
 OPACITY_EPSILON = 0.02
 # Lesion centres are at least this far (in half-image units) from the lung-field border.
@@ -58,7 +60,7 @@ def image_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def render(size: int, seed: int, index: int, patient: int, pneumonia: bool,
-           realism: str = "simple", marker: bool | None = None) -> Rendering:
+           realism: Realism = "simple", marker: bool | None = None) -> Rendering:
     """One image; anatomy comes from the patient's stream, everything else from the image's.
 
     `marker` None renders no shortcut marker and no shortcut outputs; True or False draws it

@@ -23,11 +23,19 @@ from tqdm import tqdm
 from cfxray.conventions import CLASSES, PNEUMONIA, SPLITS
 from cfxray.data import manifest
 from cfxray.data.phantom import REALISM_LEVELS, render
+from cfxray.data.settings import Realism
 from cfxray.data.splits import assign_splits
 from cfxray.errors import UserError
 
 _PLAN_STREAM, _SHORTCUT_STREAM = 0, 3
 MAX_IMAGES_PER_PATIENT = 3
+# Columns a phantom made with the shortcut marker (`shortcut_rate` > 0) carries beyond
+# `MANIFEST_FIELDS`; consumers read them with `row.get`, since other datasets lack them.
+SHORTCUT_FIELDS = (
+    "shortcut",  # "1" the image carries the shortcut marker, "0" it does not
+    "shortcut_mask",  # relative path of the marker's region (same for every image)
+    "shortcut_twin",  # relative path of the image rendered with the marker toggled
+)
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,7 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _render_and_write(job: tuple[Path, int, int, str, ImageSpec]) -> manifest.Row:
+def _render_and_write(job: tuple[Path, int, int, Realism, ImageSpec]) -> manifest.Row:
     root, size, seed, realism, spec = job
     label = CLASSES[spec.label]
     r = render(size, seed, spec.index, spec.patient, spec.label == PNEUMONIA, realism=realism,
@@ -142,7 +150,7 @@ def _render_and_write(job: tuple[Path, int, int, str, ImageSpec]) -> manifest.Ro
 
 
 def generate(out: Path, n: int, size: int, seed: int, pneumonia_fraction: float,
-             split_fractions: Sequence[float], workers: int = 1, realism: str = "simple",
+             split_fractions: Sequence[float], workers: int = 1, realism: Realism = "simple",
              shortcut_rate: float = 0.0, shortcut_confounding: float = 0.0
              ) -> list[manifest.Row]:
     """Render and write every image, mask and twin; returns the manifest rows."""

@@ -11,6 +11,7 @@ marker-toggled twin differ only inside it).
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,12 @@ from tqdm import tqdm
 from cfxray.conventions import CLASSES, SPLITS
 from cfxray.data import manifest
 from cfxray.data.images import ImageRejected, decode_gray
+from cfxray.data.settings import ResizeMode
 from cfxray.data.tensors import SplitData, save_split
 from cfxray.errors import UserError
 from cfxray.lineage import sha256_tree
 
-RESIZE_MODES = ("pad", "crop")
+RESIZE_MODES: tuple[str, ...] = typing.get_args(ResizeMode)
 META_NAME = "meta.json"
 _FILTER = Image.Resampling.BILINEAR
 

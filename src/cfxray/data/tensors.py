@@ -17,6 +17,13 @@ from cfxray.conventions import CLASSES, SPLITS
 from cfxray.errors import UserError
 
 
+def unit_images(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 [B, H, W] pixels -> [B, 1, H, W] in [0, 1]: how stored images, twins, batches and
+    served requests all enter the library's float convention. Traceable (the served graphs
+    start with it) and never in place, so a float input is left as it was."""
+    return pixels.unsqueeze(1).to(dtype) / 255.0
+
+
 @dataclass
 class SplitData:
     images: torch.Tensor  # uint8 [N, H, W]
@@ -42,8 +49,7 @@ class SplitData:
 
     def as_float(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
         """Images as float [B, 1, H, W] in [0, 1] (the library's convention)."""
-        images = self.images if index is None else self.images[index]
-        return images.unsqueeze(1).float().div_(255.0)
+        return unit_images(self.images if index is None else self.images[index])
 
     def class_indices(self, label: int) -> torch.Tensor:
         return torch.nonzero(self.labels == label).flatten()
@@ -62,8 +68,12 @@ def load_split(data_dir: str | Path, split: str) -> SplitData:
     if not path.exists():
         raise UserError(f"{data_dir} has no preprocessed '{split}' split ({path.name} missing); "
                         "run `cfxray data preprocess` first")
-    data = SplitData(**torch.load(path, map_location="cpu", weights_only=False))
-    return data
+    try:
+        return SplitData(**torch.load(path, map_location="cpu", weights_only=False))
+    except Exception as exc:  # truncated, overwritten or not a split file: one line, not a trace
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read {path}: {reason}; "
+                        "run `cfxray data preprocess` again") from exc
 
 
 def require_both_classes(data: SplitData, what: str) -> None:

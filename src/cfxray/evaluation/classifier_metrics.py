@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from cfxray.conventions import PNEUMONIA
 
@@ -78,15 +79,12 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """P(score of a random positive > score of a random negative), ties counting one half."""
+    """P(score of a random positive > score of a random negative), ties counting one half;
+    NaN on a sample holding one class only (a bootstrap resample may draw one)."""
     labels, scores = _as_arrays(labels, scores)
-    pos, neg = scores[labels == PNEUMONIA], scores[labels != PNEUMONIA]
-    if not pos.size or not neg.size:
+    if np.unique(labels).size < 2:
         return float("nan")
-    order = np.sort(neg)
-    below = np.searchsorted(order, pos, side="left")
-    ties = np.searchsorted(order, pos, side="right") - below
-    return float((below.sum() + 0.5 * ties.sum()) / (pos.size * neg.size))
+    return float(roc_auc_score(labels == PNEUMONIA, scores))
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,16 @@
-"""`cfxray evaluate`: the evaluation step's command line (defaults from params.yaml `evaluate`)."""
+"""`cfxray evaluate`: the evaluation step's command line (settings: params.yaml `evaluate`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from cfxray.evaluation.evaluate import EvaluateSettings
+from cfxray.evaluation.settings import EvaluateSettings
+from cfxray.settings import add_settings, resolve
+
+# The params.yaml sections this command reads, and their dataclasses.
+SECTIONS: dict[str, type] = {"evaluate": EvaluateSettings}
 
 HEADLINE = (
     ("classifier/accuracy", "classifier accuracy"),
@@ -33,26 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--oracle", required=True, help="independent oracle classifier.pt")
     p.add_argument("--generators", required=True, help="CycleGAN folder holding generators.pt")
     p.add_argument("--out", required=True, help="output folder (e.g. reports/eval)")
-    p.add_argument("--params", default="params.yaml", help="parameter file (section `evaluate`)")
-    p.add_argument("--batch-size", type=int, help="override evaluate.batch_size")
-    p.add_argument("--device", help="override evaluate.device (auto, cpu, cuda)")
-    p.add_argument("--bootstrap-resamples", type=int, help="override evaluate.bootstrap_resamples")
     p.add_argument("--no-gate", action="store_true",
                    help="report the quality gate but exit 0 even when it fails")
+    add_settings(p, EvaluateSettings, "evaluate",
+                 only=("batch_size", "device", "bootstrap_resamples"),
+                 help={"device": "auto, cpu, cuda"})
     p.set_defaults(func=run)
-
-
-def settings_from(args: argparse.Namespace) -> EvaluateSettings:
-    from dataclasses import replace
-
-    from cfxray.evaluation.evaluate import EvaluateSettings
-    from cfxray.params import section
-
-    settings = EvaluateSettings.from_params(section("evaluate", args.params))
-    overrides = {name: getattr(args, name) for name in ("batch_size", "device",
-                                                        "bootstrap_resamples")
-                 if getattr(args, name) is not None}
-    return replace(settings, **overrides)
 
 
 def headline(metrics: dict[str, float]) -> list[str]:
@@ -78,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from cfxray.evaluation.evaluate import evaluate, json_safe
     from cfxray.lineage import write_lineage
 
-    settings = settings_from(args)
+    settings = resolve(EvaluateSettings, args, "evaluate")
     generators = Path(args.generators)
     result = evaluate(args.data, args.classifier, args.oracle, generators, args.out, settings,
                       enforce_gate=not args.no_gate)

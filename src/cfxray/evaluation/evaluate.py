@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from torch import nn
 
 from cfxray.conventions import CLASSES, DIRECTIONS, NORMAL, PNEUMONIA
 from cfxray.data.tensors import SplitData, load_split, require_both_classes
+from cfxray.device import select_device
 from cfxray.errors import UserError
 from cfxray.evaluation import classifier_metrics as cm
 from cfxray.evaluation import figures, shortcut
@@ -30,6 +31,7 @@ from cfxray.evaluation.counterfactuals import (
 from cfxray.evaluation.gate import VERDICT_KEY, GateResult, check_gate
 from cfxray.evaluation.realism import RandomFeatureNet, extract_features
 from cfxray.evaluation.report import write_report
+from cfxray.evaluation.settings import EvaluateSettings
 from cfxray.evaluation.summary import (
     BootstrapSettings,
     classifier_summary,
@@ -46,43 +48,6 @@ PLOTS_DIR = "plots"
 CASE_KINDS = ("best", "typical", "worst")
 
 
-@dataclass(frozen=True)
-class EvaluateSettings:
-    """The `evaluate` section of params.yaml."""
-    batch_size: int = 64
-    device: str = "auto"  # auto = cuda when available
-    seed: int = 0  # bootstrap and KID subset sampling
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
-    threshold: float = 0.5  # P(PNEUMONIA) decision threshold for the classifier metrics
-    calibration_bins: int = 10
-    sparsity_threshold: float = 0.05  # intensity change that counts a pixel as changed
-    feature_seed: int = 0  # seed of the random feature network for KID/FID
-    max_reference_images: int = 500  # real target-class train images KID/FID compare with
-    kid_subset_size: int = 100
-    kid_subsets: int = 50
-    max_adversarial_fraction: float = 0.2  # flag above this share of classifier-only flips
-    # Shortcut-marker phantoms: flag a direction whose change on the marker region exceeds
-    # this multiple of the region's area share, and a classifier whose P(PNEUMONIA) the
-    # marker alone moves by more than max_shortcut_shift on average.
-    shortcut_change_ratio: float = 3.0
-    max_shortcut_shift: float = 0.1
-    report_cases: int = 1  # images per kind (best, typical, worst) and direction
-    gate: dict[str, float | None] = field(default_factory=dict)
-
-    @classmethod
-    def from_params(cls, values: dict[str, Any]) -> EvaluateSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise UserError(f"unknown keys {sorted(unknown)} in the params.yaml `evaluate` "
-                            f"section; known: {sorted(known)}")
-        return cls(**values)
-
-    def bootstrap(self) -> BootstrapSettings:
-        return BootstrapSettings(self.bootstrap_resamples, self.confidence, self.seed)
-
-
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
@@ -92,14 +57,6 @@ class Evaluation:
     @property
     def report(self) -> Path:
         return self.out_dir / REPORT_FILE
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
 
 
 def load_generators_for(path: str | Path, image_size: int) -> Generators:
@@ -239,7 +196,7 @@ def evaluate(data_dir: str | Path, classifier_path: str | Path, oracle_path: str
     """Evaluate on the test split; the realism reference comes from the train split."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(settings.device)
+    device = select_device(settings.device)
     test = load_split(data_dir, "test")
     require_both_classes(test, f"the test split of {data_dir}")
     train = load_split(data_dir, "train")
@@ -248,7 +205,7 @@ def evaluate(data_dir: str | Path, classifier_path: str | Path, oracle_path: str
     generators = load_generators_for(generators_path, test.size)
     generators.n2p.to(device)
     generators.p2n.to(device)
-    boot = settings.bootstrap()
+    boot = BootstrapSettings(settings.bootstrap_resamples, settings.confidence, settings.seed)
 
     labels = test.labels.numpy()
     probs = {name: pneumonia_probabilities(model, test, settings.batch_size, device)

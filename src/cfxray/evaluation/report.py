@@ -107,7 +107,8 @@ def _gate_section(gate: GateResult, enforced: bool) -> str:
             f"<ul>{items}</ul></div>")
 
 
-def _warnings(metrics: dict[str, Any]) -> str:
+def warnings_section(metrics: dict[str, Any]) -> str:
+    """Every flag metrics.json raised, in words, as the report's HTML (empty when none)."""
     notes = []
     for d, title in DIRECTION_TITLES.items():
         if metrics.get(f"{d}/adversarial_flag"):
@@ -205,8 +206,8 @@ def write_report(path: str | Path, metrics: dict[str, Any], gate: GateResult, en
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>cfxray evaluation</title><style>{STYLE}</style></head><body>"
         f"<h1>Counterfactual explanation evaluation</h1><p class='note'>Created {created}</p>"
-        + _gate_section(gate, enforced) + _warnings(metrics) + _classifier_section(metrics, figures)
-        + _counterfactual_section(metrics) + _cases_section(cases)
+        + _gate_section(gate, enforced) + warnings_section(metrics)
+        + _classifier_section(metrics, figures) + _counterfactual_section(metrics) + _cases_section(cases)
         + "<h2>Inputs and method</h2>" + about + "</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(document)

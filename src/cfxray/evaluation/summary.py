@@ -65,6 +65,35 @@ def classifier_summary(prefix: str, labels: np.ndarray, probs: np.ndarray, thres
     return metrics
 
 
+def direction_columns(result: DirectionResult) -> dict[str, np.ndarray]:
+    """Per-image values of every per-direction metric this result has, by metric name.
+
+    A column the data cannot have (ground truth on real data, the oracle's numbers without an
+    oracle) gives no name at all; NaN marks an image for which a value is undefined (where a
+    change lies, for a counterfactual that changes nothing).
+    """
+    cols = result.per_image
+    values = {key: cols[column] for key, (column, _) in DIRECTION_MEANS.items() if column in cols}
+    values["target_prob_change"] = cols["prob_after"] - cols["prob_before"]
+    if "oracle_prob_after" in cols:
+        values["oracle_prob_change"] = cols["oracle_prob_after"] - cols["oracle_prob_before"]
+    # Flip rate: validity among originals the classifier put in the source class; an image
+    # already misclassified is "valid" without any change.
+    values["flip_rate"] = cols["valid"][cols["classified_as_source"] > 0]
+    return values
+
+
+def direction_means(result: DirectionResult) -> dict[str, float | None]:
+    """Plain means under the names `direction_summary` gives `metrics.json` (without the
+    direction prefix and the intervals): the CycleGAN trainer's per-epoch validation numbers
+    and its `summary.json`. None where no image defines a value."""
+    means: dict[str, float | None] = {"n_images": float(len(result))}
+    for key, values in direction_columns(result).items():
+        kept = values[~np.isnan(values)]
+        means[key] = float(kept.mean()) if kept.size else None
+    return means
+
+
 def direction_summary(result: DirectionResult, boot: BootstrapSettings,
                       max_adversarial_fraction: float = 0.2) -> dict[str, float]:
     """Means with intervals of every per-image column this data has, plus mean changes.
@@ -72,20 +101,10 @@ def direction_summary(result: DirectionResult, boot: BootstrapSettings,
     A column the data cannot have (ground truth on real data) gives no key at all; a column
     undefined for every image (where a change lies, for a model that changes nothing) is NaN.
     """
-    d, cols = result.direction, result.per_image
+    d = result.direction
     metrics: dict[str, float] = {f"{d}/n_images": float(len(result))}
-
-    def mean_of(key: str, values: np.ndarray) -> None:  # NaN when no image defines it
+    for key, values in direction_columns(result).items():
         put(metrics, f"{d}/{key}", mean_ci(values, boot.n_resamples, boot.confidence, boot.seed))
-
-    for key, (column, _) in DIRECTION_MEANS.items():
-        if column in cols:
-            mean_of(key, cols[column])
-    mean_of("target_prob_change", cols["prob_after"] - cols["prob_before"])
-    mean_of("oracle_prob_change", cols["oracle_prob_after"] - cols["oracle_prob_before"])
-    # Flip rate: validity among originals the classifier put in the source class; an image
-    # already misclassified is "valid" without any change.
-    mean_of("flip_rate", cols["valid"][cols["classified_as_source"] > 0])
     # The flag: the explained classifier flips where an independent classifier does not, the
     # signature of an adversarial pattern rather than a change of the anatomy.
     metrics[f"{d}/adversarial_flag"] = float(

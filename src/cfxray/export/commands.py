@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
-from cfxray.errors import UserError
-from cfxray.params import DEFAULT_PARAMS, section
+from cfxray.audit.model_card import ModelCardSettings
+from cfxray.data.settings import PreprocessSettings
+from cfxray.export.settings import ExportSettings, ServingSettings
+from cfxray.settings import add_settings, from_sections, load_params, params_label, resolve
 
-SECTION = "export"
-PATH_DEFAULTS = {"classifier": "models/classifier/classifier.pt",
-                 "generators": "models/cyclegan", "out": "model_repository"}
+# The params.yaml sections this command reads, and their dataclasses: its own, the training
+# data's resize mode (clients must fit images the way training did) and the model cards'.
+# The pipeline's export step gets exactly these sections.
+SECTIONS: dict[str, type] = {"export": ExportSettings, "preprocess": PreprocessSettings,
+                             "model_card": ModelCardSettings}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,14 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "PyTorch parity) and publish them as a new version of a Triton model "
                     "repository: classifier, generator_p2n, generator_n2p, explain. Defaults "
                     "come from the `export` section of params.yaml.")
-    p.add_argument("--classifier", type=Path, default=None,
-                   help=f"classifier checkpoint (default {PATH_DEFAULTS['classifier']})")
-    p.add_argument("--generators", type=Path, default=None,
-                   help=f"CycleGAN folder holding generators.pt (default "
-                        f"{PATH_DEFAULTS['generators']})")
-    p.add_argument("--out", type=Path, default=None,
-                   help=f"Triton model repository, created when missing (default "
-                        f"{PATH_DEFAULTS['out']})")
+    add_settings(p, ExportSettings, "export", only=("classifier", "generators", "out"),
+                 help={"classifier": "classifier checkpoint",
+                       "generators": "CycleGAN folder holding generators.pt",
+                       "out": "Triton model repository, created when missing"})
     p.add_argument("--version", type=int, default=None,
                    help="version number to publish (default: latest + 1); never overwritten")
     p.add_argument("--evaluation", type=Path, default=None,
@@ -40,44 +38,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="publish the generators as static int8 models calibrated on this "
                         "prepared data folder's training split (refused unless SSIM >= 0.98 "
                         "against fp32 on its validation images)")
-    p.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     p.set_defaults(func=run)
 
 
-def resolve(args: argparse.Namespace) -> tuple[dict[str, Path], Any, float]:
-    """Paths, serving settings and parity bound: defaults < params.yaml < command line."""
-    from cfxray.export.model_repository import ServingSettings
-    from cfxray.export.onnx_export import PARITY_ATOL
-
-    values = section(SECTION, args.params)
-    # Clients must resize images the way the training data was: the preprocess step's mode.
-    values.setdefault("resize", section("preprocess", args.params).get("resize", "pad"))
-    paths = {k: Path(getattr(args, k) or values.pop(k, None) or default)
-             for k, default in PATH_DEFAULTS.items()}
-    for k in PATH_DEFAULTS:
-        values.pop(k, None)
-    atol = float(values.pop("parity_atol", PARITY_ATOL))
-    known = {f.name for f in fields(ServingSettings)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise UserError(f"params section '{SECTION}' in {args.params} has unknown keys "
-                        f"{unknown}; known: {sorted(known | set(PATH_DEFAULTS) | {'parity_atol'})}")
-    if "preferred_batch_sizes" in values:
-        values["preferred_batch_sizes"] = tuple(values["preferred_batch_sizes"])
-    return paths, ServingSettings(**values), atol
+def resolve_settings(args: argparse.Namespace) -> tuple[ExportSettings, ServingSettings]:
+    """Every section the export reads, checked before minutes of export."""
+    export = resolve(ExportSettings, args, "export")
+    others = from_sections(load_params(args.params),
+                           {k: v for k, v in SECTIONS.items() if k != "export"},
+                           params_label(args.params))
+    serving = export.serving(others["preprocess"].resize)
+    serving.validate()
+    return export, serving
 
 
 def run(args: argparse.Namespace) -> int:
     from cfxray.export.exporter import export_repository
     from cfxray.export.model_repository import repository_summary
 
-    paths, settings, atol = resolve(args)
-    version, _ = export_repository(paths["classifier"], paths["generators"], paths["out"],
+    export, serving = resolve_settings(args)
+    out = Path(export.out)
+    version, _ = export_repository(Path(export.classifier), Path(export.generators), out,
                                    version=args.version, evaluation_dir=args.evaluation,
-                                   settings=settings, atol=atol, params_file=args.params,
+                                   settings=serving, atol=export.parity_atol,
+                                   params_file=args.params,
                                    int8_calibration=args.int8_calibration)
-    print(f"published version {version} to {paths['out']}:")
-    for name, info in repository_summary(paths["out"]).items():
+    print(f"published version {version} to {out}:")
+    for name, info in repository_summary(out).items():
         print(f"  {name}: versions {info['versions']}, {info['image_size']}px, "
               f"max batch {info['max_batch_size']}")
     return 0

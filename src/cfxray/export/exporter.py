@@ -7,6 +7,7 @@ are the version folders renamed into place. A failed export leaves the repositor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -18,9 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cfxray.errors import UserError
-from cfxray.evaluation.gate import VERDICT_BOOL_KEY, VERDICT_KEY, read_verdict
-from cfxray.export.contract import (
+from cfxray.contract import (
     AUTO_TARGET,
     CLASSIFIER,
     EXPLAIN,
@@ -28,10 +27,12 @@ from cfxray.export.contract import (
     GENERATOR_P2N,
     MODEL_SPECS,
 )
+from cfxray.errors import UserError
+from cfxray.evaluation.gate import VERDICT_BOOL_KEY, VERDICT_KEY, read_verdict
 from cfxray.export.model_repository import (
     ONNX_FILE,
-    ServingSettings,
     check_version_free,
+    production_config_text,
     publish,
     settings_dict,
 )
@@ -42,9 +43,9 @@ from cfxray.export.onnx_export import (
     export_onnx,
     sample_images,
 )
+from cfxray.export.settings import ServingSettings
 from cfxray.export.wrappers import ClassifierServing, ExplainServing, GeneratorServing
 from cfxray.lineage import write_lineage
-from cfxray.params import DEFAULT_PARAMS
 
 GATE_FILE = "metrics.json"
 def require_gate(evaluation_dir: str | Path) -> dict[str, Any]:
@@ -98,10 +99,11 @@ def export_repository(
     settings: ServingSettings | None = None,
     atol: float = PARITY_ATOL,
     progress: Callable[[str], None] = print,
-    params_file: str | Path = DEFAULT_PARAMS,
+    params_file: str | Path | None = None,
     int8_calibration: str | Path | None = None,
 ) -> tuple[int, list[ParityReport]]:
-    """Export, verify and publish; `params_file` feeds the model cards (owners, licence).
+    """Export, verify and publish; `params_file` feeds the model cards (owners, licence;
+    None: params.yaml when there is one).
 
     With `int8_calibration` (a prepared data folder) both generators are published as static
     int8 models, calibrated on its training split (`cfxray.export.quantize`)."""
@@ -160,6 +162,7 @@ def export_repository(
 
         def finalize(name: str, folder: Path, version: int) -> None:
             report = next(r for r in reports if r.model == name)
+            config = production_config_text(MODEL_SPECS[name], size, settings)
             write_lineage(folder, kind=f"serving/{name}", inputs=inputs,
                           params={"image_size": size, "stride": stride, "parity_atol": atol,
                                   "serving": settings_dict(settings),
@@ -168,7 +171,9 @@ def export_repository(
                           metrics={"parity_max_abs_diff": report.max_abs_diff,
                                    "gate": _gate_summary(gate_metrics),
                                    **({"int8": int8[name]} if name in int8 else {})},
-                          extra={"model": name, "version": version})
+                          extra={"model": name, "version": version,
+                                 "config": {"sha256": hashlib.sha256(config.encode()).hexdigest(),
+                                            "text": config}})
             write_model_card(folder, params_file)  # seals its hashes into lineage.json
 
         published = publish(staged, out, version, size, settings, finalize)

@@ -14,44 +14,23 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from cfxray.contract import (
+    CONFIG_FILE,
+    MODEL_NAMES,
+    MODEL_SPECS,
+    ModelSpec,
+    TensorSpec,
+    model_versions,
+)
 from cfxray.errors import UserError
 from cfxray.export import pbtxt
-from cfxray.export.contract import MODEL_NAMES, MODEL_SPECS, ModelSpec, TensorSpec
+from cfxray.export.settings import ServingSettings
 
-CONFIG_FILE = "config.pbtxt"
 ONNX_FILE = "model.onnx"
-INSTANCE_KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
-
-
-@dataclass(frozen=True)
-class ServingSettings:
-    """How Triton batches and places the models, and how clients fit images to them.
-
-    The `export` section of params.yaml; every field lands in each model's config.pbtxt.
-    """
-
-    max_batch_size: int = 16
-    preferred_batch_sizes: tuple[int, ...] = (4, 8, 16)
-    max_queue_delay_microseconds: int = 2000
-    instance_count: int = 1
-    instance_kind: str = "KIND_AUTO"
-    intra_op_threads: int = 0  # 0: onnxruntime's default
-    resize: str = "pad"  # how clients fit images to the model's size: the preprocess step's mode
-
-    def validate(self) -> None:
-        if self.max_batch_size < 1:
-            raise UserError("max_batch_size must be at least 1")
-        if any(not 1 <= b <= self.max_batch_size for b in self.preferred_batch_sizes):
-            raise UserError(f"preferred batch sizes {self.preferred_batch_sizes} must lie in "
-                            f"1..max_batch_size ({self.max_batch_size})")
-        if self.instance_count < 1:
-            raise UserError("instance_count must be at least 1")
-        if self.instance_kind not in INSTANCE_KINDS:
-            raise UserError(f"instance_kind must be one of {INSTANCE_KINDS}")
 
 
 def production_config(spec: ModelSpec, size: int, settings: ServingSettings) -> dict[str, Any]:
@@ -88,6 +67,16 @@ def config_header(spec: ModelSpec) -> str:
             "# Written by `cfxray export`; contract in docs/SERVING.md.\n")
 
 
+def config_text(config: dict[str, Any], header: str) -> str:
+    return header + pbtxt.dumps(config)
+
+
+def production_config_text(spec: ModelSpec, size: int, settings: ServingSettings) -> str:
+    """The config.pbtxt `publish` writes for a model, as text: export records its hash in the
+    version's lineage.json, so an audit notices a config edited after the export."""
+    return config_text(production_config(spec, size, settings), config_header(spec))
+
+
 def read_config(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / CONFIG_FILE
     if not path.exists():
@@ -104,16 +93,9 @@ def config_parameters(config: dict[str, Any]) -> dict[str, str]:
     return {p["key"]: p["value"]["string_value"] for p in params}
 
 
-def versions(model_dir: str | Path) -> list[int]:
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
 def latest_version(repo: str | Path) -> int:
     """The newest version present in any of the four models (0 for an empty repository)."""
-    return max((v for name in MODEL_NAMES for v in versions(Path(repo) / name)), default=0)
+    return max((v for name in MODEL_NAMES for v in model_versions(Path(repo) / name)), default=0)
 
 
 def check_version_free(repo: str | Path, version: int) -> None:
@@ -141,7 +123,7 @@ def repository_lock(repo: Path) -> Iterator[None]:
 def write_config(model_dir: Path, config: dict[str, Any], header: str) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".{CONFIG_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(header + pbtxt.dumps(config))
+    tmp.write_text(config_text(config, header))
     os.replace(tmp, model_dir / CONFIG_FILE)
 
 
@@ -174,7 +156,7 @@ def repository_summary(repo: str | Path) -> dict[str, Any]:
     for name in MODEL_NAMES:
         if (repo / name / CONFIG_FILE).exists():
             config = read_config(repo / name)
-            summary[name] = {"versions": versions(repo / name),
+            summary[name] = {"versions": model_versions(repo / name),
                              "image_size": int(config_parameters(config).get("image_size", 0)),
                              "max_batch_size": config.get("max_batch_size")}
     return summary

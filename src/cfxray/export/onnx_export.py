@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from cfxray.contract import IMAGE, ModelSpec
 from cfxray.errors import UserError
-from cfxray.export.contract import IMAGE, ModelSpec
+from cfxray.export.settings import ExportSettings
 
 # A model passes parity when every output of onnxruntime is within this of PyTorch's, on
-# every sample image. Float32 reorderings give ~1e-6 on [0, 1] images and probabilities.
-PARITY_ATOL = 1e-4
+# every sample image (params.yaml export.parity_atol).
+PARITY_ATOL = ExportSettings.parity_atol
 MAX_BATCH_DIM = 4096
 MIN_SIDE = 8
 

@@ -1,7 +1,7 @@
 """Protobuf text format (Triton's config.pbtxt) to and from plain Python values.
 
-The library may not import tritonclient, which holds Triton's compiled config schema, so this
-is a schema-free reader/writer for the text format: messages are dicts, repeated fields
+Only the serving clients import tritonclient (which holds Triton's compiled config schema),
+and only when they run, so this is a schema-free reader/writer for the text format: messages are dicts, repeated fields
 lists, enum values `Enum` strings. The serving tests check every config it writes against the
 real schema with tritonclient's `model_config_pb2`.
 """

@@ -7,34 +7,18 @@ fitted on other intensity statistics clip real X-rays. Only convolutions are qua
 instance normalisation, padding, resizing and the output blend stay in float, where int8
 would cost accuracy for little speed.
 
-By default only the residual trunk is quantized (the convolutions with as many input as
-output channels, about four fifths of the generator's FLOPs), less its first and last
-convolution, which read and write the residual stream at its widest range. The down- and
-up-sampling convolutions and the input and output convolutions stay in float. Measured on
-the full-size generator at 256 px (worst SSIM against fp32): every convolution but the
-first and last 0.96; the whole trunk 0.975; the trunk less its ends 0.981, at most of the
-speed (the benchmark's stress case, random weights with the mask half open, gets 0.974 with
-the same settings, below MIN_SSIM). Percentile calibration at 99.99 beat 99.999, 99.9,
-min-max and entropy there. Which trunk convolutions to quantize, on that stress case at
-batch 1 (worst SSIM, speed-up): only each block's second convolution, whose input is
-post-ReLU, 0.984 at 1.30x; those plus the first convolutions of the last four blocks 0.982
-at 1.41x; plus those of blocks 2-5 instead 0.976 at 1.48x; the default 0.974 at 1.66x;
-adding the down- and up-sampling convolutions 0.943. The first convolutions, which read the
-residual stream, carry most of the error, and no choice reached both 0.98 and 1.5x.
-
-A quantized model is only accepted when its outputs stay structurally identical to the fp32
-model's (SSIM against the fp32 output). On trained demo generators (ngf 16, served at 64 px)
-int8 kept every output at SSIM 1.000 (change maps within 1 % relative L1) but ran only
-1.15-1.2x faster: convolutions that small barely pay for the quantize/dequantize steps. A
-full-size generator trained for 300 CPU steps at 64 px and served at 256 px (masks 1-6 %
-open) kept worst SSIM 0.998 at 1.6-1.7x with the default settings, but its change maps moved
-by 4 % relative L1 and single pixels by up to 0.3: where the mask opens, int8 error shows.
+Only the residual trunk is quantized (the convolutions with as many input as output
+channels, most of the generator's FLOPs), less its first and last convolution, which read
+and write the residual stream at its widest range; activation scales come from the 99.99th
+percentile, weights get one scale per output channel. Those choices, and the alternatives
+they were measured against, are in docs/SERVING.md ("int8 generators"). A quantized model is
+only accepted when its outputs stay structurally identical to the fp32 model's (SSIM against
+the fp32 output), because where a generator's mask opens, int8 error shows.
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,28 +27,12 @@ import numpy as np
 from cfxray.errors import UserError
 
 IMAGE_INPUT = "IMAGE"
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-SCOPES = ("trunk", "all")
-MIN_SSIM = 0.98
-
-
-@dataclass(frozen=True)
-class QuantizationSettings:
-    calibration_method: str = "percentile"  # minmax | percentile | entropy
-    percentile: float = 99.99  # of |activation|, for the percentile method
-    per_channel: bool = True  # one weight scale per output channel
-    calibration_batch: int = 4
-    min_ssim: float = MIN_SSIM  # worst-image SSIM against fp32 to accept the int8 model
-    scope: str = "trunk"  # trunk: residual blocks less their ends | all: every conv but 2 ends
-
-    def validate(self) -> None:
-        if self.calibration_method not in CALIBRATION_METHODS:
-            raise UserError(f"calibration method must be one of {CALIBRATION_METHODS}, "
-                            f"got {self.calibration_method!r}")
-        if self.scope not in SCOPES:
-            raise UserError(f"quantization scope must be one of {SCOPES}, got {self.scope!r}")
-        if not 0 < self.min_ssim <= 1:
-            raise UserError("min_ssim must lie in (0, 1]")
+CALIBRATION_PERCENTILE = 99.99  # of |activation|: the activation scales
+CALIBRATION_BATCH = 4
+MIN_SSIM = 0.98  # worst-image SSIM against fp32 to accept the int8 model
+# What the benchmark reports as the settings it measured (benchmarks/quantization.py).
+SETTINGS = {"calibration_method": "percentile", "percentile": CALIBRATION_PERCENTILE,
+            "per_channel": True, "scope": "trunk"}
 
 
 def _reader(images: np.ndarray, batch: int) -> Any:
@@ -88,43 +56,35 @@ def check_calibration_images(images: np.ndarray) -> None:
         raise UserError("static quantization needs at least 2 calibration images")
 
 
-def quantize_generator(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray,
-                       settings: QuantizationSettings | None = None) -> Path:
+def quantize_generator(fp32_path: str | Path, out_path: str | Path,
+                       calibration: np.ndarray) -> Path:
     """Write the int8 (QDQ, convolutions only) version of an exported generator."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    settings = settings or QuantizationSettings()
-    settings.validate()
     check_calibration_images(calibration)
     out_path = Path(out_path)
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[settings.calibration_method]
-    extra: dict[str, Any] = {}
-    if settings.calibration_method == "percentile":
-        extra["CalibPercentile"] = settings.percentile
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         # Shape inference and graph clean-up first, as onnxruntime recommends before quantizing.
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(
-            str(prepared), str(out_path), _reader(calibration, settings.calibration_batch),
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-            per_channel=settings.per_channel, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
-            nodes_to_exclude=float_convolutions(prepared, settings.scope))
+            str(prepared), str(out_path), _reader(calibration, CALIBRATION_BATCH),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"], per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile,
+            extra_options={"CalibPercentile": CALIBRATION_PERCENTILE},
+            nodes_to_exclude=float_convolutions(prepared))
     return out_path
 
 
-def float_convolutions(path: Path, scope: str) -> list[str]:
-    """The Conv nodes that stay in float for `scope` (see the module docstring)."""
+def float_convolutions(path: Path) -> list[str]:
+    """The Conv nodes that stay in float: all but the residual trunk less its two ends."""
     import onnx
 
     model = onnx.load(str(path))
     weights = {w.name: tuple(w.dims) for w in model.graph.initializer}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    if scope == "all":
-        return sorted({convs[0].name, convs[-1].name}) if convs else []
     trunk = [n.name for n in convs
              if len(weights.get(n.input[1], ())) == 4 and weights[n.input[1]][0] ==
              weights[n.input[1]][1]]
@@ -158,18 +118,16 @@ def _session(path: str | Path) -> Any:
 
 
 def quantize_checked(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray,
-                     check_images: np.ndarray,
-                     settings: QuantizationSettings | None = None) -> dict[str, float]:
+                     check_images: np.ndarray, min_ssim: float = MIN_SSIM) -> dict[str, float]:
     """Quantize, then refuse the result unless every check image keeps SSIM >= min_ssim."""
-    settings = settings or QuantizationSettings()
-    quantize_generator(fp32_path, out_path, calibration, settings)
+    quantize_generator(fp32_path, out_path, calibration)
     scores = output_ssim(fp32_path, out_path, check_images)
     report = {"ssim_min": float(scores.min()), "ssim_mean": float(scores.mean()),
-              "min_ssim_required": settings.min_ssim}
-    if report["ssim_min"] < settings.min_ssim:
+              "min_ssim_required": min_ssim}
+    if report["ssim_min"] < min_ssim:
         Path(out_path).unlink(missing_ok=True)
         raise UserError(f"int8 generator {out_path} departs from fp32: worst SSIM "
-                        f"{report['ssim_min']:.4f} < {settings.min_ssim}; keep fp32 or "
+                        f"{report['ssim_min']:.4f} < {min_ssim}; keep fp32 or "
                         "calibrate on more training images")
     return report
 
@@ -192,8 +150,8 @@ def served_images(data_dir: str | Path, split: str, size: int, count: int) -> np
     return np.stack([im.numpy() for im in picked]) if picked else data.images[:count].numpy()
 
 
-def quantize_in_place(onnx_path: str | Path, data_dir: str | Path, size: int,
-                      settings: QuantizationSettings | None = None) -> dict[str, float]:
+def quantize_in_place(onnx_path: str | Path, data_dir: str | Path,
+                      size: int) -> dict[str, float]:
     """Replace an exported fp32 generator by its int8 version (the `--int8-calibration` path).
 
     Calibrates on the prepared training split and accepts the result only if every checked
@@ -206,6 +164,6 @@ def quantize_in_place(onnx_path: str | Path, data_dir: str | Path, size: int,
     calibration = served_images(data_dir, "train", size, CALIBRATION_COUNT)
     check = served_images(data_dir, "val", size, CHECK_COUNT)
     int8_path = onnx_path.with_name(onnx_path.stem + ".int8.onnx")
-    report = quantize_checked(onnx_path, int8_path, calibration, check, settings)
+    report = quantize_checked(onnx_path, int8_path, calibration, check)
     os.replace(int8_path, onnx_path)
     return {**report, "calibration_images": len(calibration), "check_images": len(check)}

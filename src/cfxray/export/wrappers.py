@@ -13,12 +13,8 @@ import torch
 from torch import nn
 
 from cfxray.conventions import NORMAL, PNEUMONIA
+from cfxray.data.tensors import unit_images
 from cfxray.models.classifier import XrayClassifier
-
-
-def pixels_to_unit(image: torch.Tensor) -> torch.Tensor:
-    """UINT8 [B, H, W] -> float [B, 1, H, W] in [0, 1], as `SplitData.as_float` does."""
-    return image.unsqueeze(1).to(torch.float32) / 255.0
 
 
 class ClassifierServing(nn.Module):
@@ -27,7 +23,7 @@ class ClassifierServing(nn.Module):
         self.classifier = classifier
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.classifier(pixels_to_unit(image))
+        logits = self.classifier(unit_images(image))
         return torch.softmax(logits, dim=1), logits
 
 
@@ -37,7 +33,7 @@ class GeneratorServing(nn.Module):
         self.generator = generator
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.generator(pixels_to_unit(image)).clamp(0.0, 1.0).squeeze(1)
+        return self.generator(unit_images(image)).clamp(0.0, 1.0).squeeze(1)
 
 
 class ExplainServing(nn.Module):
@@ -54,7 +50,7 @@ class ExplainServing(nn.Module):
 
     def forward(self, image: torch.Tensor, target_class: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:
-        x = pixels_to_unit(image)
+        x = unit_images(image)
         probabilities = torch.softmax(self.classifier(x), dim=1)
         opposite = PNEUMONIA - probabilities.argmax(dim=1, keepdim=True)  # flips 0 <-> 1
         requested = target_class.to(torch.int64)

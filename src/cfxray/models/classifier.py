@@ -19,13 +19,16 @@ from torch import nn
 from torchvision import models as tvm
 
 from cfxray.errors import UserError
+from cfxray.models.parallel import unwrap
 
-ARCHITECTURES = ("resnet18", "densenet121", "efficientnet_b0", "smallcnn")
+# resnet18: the explained classifier; smallcnn: the independent oracle, deliberately another
+# architecture so that a counterfactual fooling only the explained model shows.
+ARCHITECTURES = ("resnet18", "smallcnn")
 # standard: the architecture's own first layer (for ResNet-18 torchvision's 7x7 stride-2
 # convolution, then max-pooling: a quarter of the resolution from the first layer on).
 # small (ResNet-18 only): a 3x3 stride-1 convolution, so the residual stages see twice the
-# resolution at four times the compute. Measured on 64 px phantoms (docs/CLASSIFIER.md), it
-# makes the classifier see faint opacity that the standard stem averages away.
+# resolution at four times the compute: on small images the standard stem averages faint
+# opacity away (docs/CLASSIFIER.md).
 STEMS = ("standard", "small")
 SMALL_STEM_BELOW = 128  # `auto` picks the small stem for ResNet-18 inputs under this size
 
@@ -61,16 +64,6 @@ def _backbone(arch: str, num_classes: int, stem: str = "standard") -> nn.Module:
         net.conv1 = (nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
                      if stem == "small" else
                      nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False))
-        return net
-    if arch == "densenet121":
-        net = tvm.densenet121(weights=None, num_classes=num_classes)
-        net.features.conv0 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        return net
-    if arch == "efficientnet_b0":
-        net = tvm.efficientnet_b0(weights=None, num_classes=num_classes)
-        first = net.features[0][0]
-        net.features[0][0] = nn.Conv2d(1, first.out_channels, kernel_size=3, stride=2,
-                                       padding=1, bias=False)
         return net
     if arch == "smallcnn":
         # A deliberately different, small architecture: the independent "oracle" classifier.
@@ -112,18 +105,22 @@ def build_classifier(config: ClassifierConfig) -> XrayClassifier:
 
 
 def classifier_state(model: XrayClassifier, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    net = model.module if hasattr(model, "module") else model
+    net = unwrap(model)
     return {"config": asdict(net.config), "state_dict": net.state_dict(), **(extra or {})}
 
 
 def load_classifier(path: str | Path, expect_size: int | None = None) -> XrayClassifier:
     """Load a frozen classifier in eval mode; refuse one made for other images."""
-    from cfxray.train.checkpoint import load_checkpoint
+    from cfxray.checkpoint import load_checkpoint, load_state_checked
 
     ckpt = load_checkpoint(path)
     if "config" not in ckpt or "state_dict" not in ckpt:
         raise UserError(f"{path} is not a cfxray classifier checkpoint")
-    config = ClassifierConfig(**ckpt["config"])
+    try:
+        config = ClassifierConfig(**ckpt["config"])
+    except TypeError as exc:
+        raise UserError(f"{path}: the stored classifier config is not one cfxray writes "
+                        f"({exc})") from exc
     if config.in_channels != 1:
         raise UserError(f"classifier {path} expects {config.in_channels}-channel images; "
                         "cfxray works on 1-channel radiographs")
@@ -132,7 +129,7 @@ def load_classifier(path: str | Path, expect_size: int | None = None) -> XrayCla
                         f"data is {expect_size}px; retrain it or preprocess the data to "
                         f"{config.image_size}px")
     model = XrayClassifier(config)
-    model.load_state_dict(ckpt["state_dict"])
+    load_state_checked(model, ckpt["state_dict"], path)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -145,7 +142,7 @@ def load_weights_file(model: XrayClassifier, path: str | Path) -> list[str]:
     channel; tensors whose shape does not fit (an ImageNet head) are left at random init and
     returned by name.
     """
-    from cfxray.train.checkpoint import load_checkpoint
+    from cfxray.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     source = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None

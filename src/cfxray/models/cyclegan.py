@@ -2,7 +2,7 @@
 
 L = w_adv * (L_GAN(G, D_P) + L_GAN(F, D_N)) + lambda * L_cycle + mu * L_identity
     + gamma * L_counter + w_sparsity * L_sparsity + w_tv * L_tv
-L_cycle = |F(G(x)) - x| + s_P * |G(F(y)) - y|
+L_cycle = |F(G(x)) - x| + |G(F(y)) - y|
 
 G = n2p (NORMAL -> PNEUMONIA), F = p2n. L_GAN is least squares (LSGAN). L_counter pushes the
 frozen classifier C towards the one-hot TARGET class of each direction, (0, 1) for G and
@@ -11,14 +11,10 @@ images to logits itself). L_sparsity is the mean absolute change a generator mak
 counterfactuals minimal, so the difference map shows what C needs changed and no more.
 L_tv is the total variation of those changes: it keeps them smooth (see `change_variation`).
 
-s_P (`cycle_p_scale`; 1 in the published objective) weighs the PNEUMONIA -> NORMAL ->
-PNEUMONIA cycle. A lesion-free counterfactual carries no information on where the lesions
-were, so a strong cycle there can only be met by leaving a faint or encoded lesion behind
-(measured: bright dashes in the lungs that G decodes back into the lesion). The NORMAL ->
-PNEUMONIA -> NORMAL cycle has no such conflict.
-
-Both discriminators learn from real images and from fakes replayed from a history pool each;
-with `d_other_class` > 0 also that real images of the other class are not of their domain.
+D_P learns PNEUMONIA (real P against G's fakes), D_N learns NORMAL (real N against F's
+fakes), each from a history pool of its own fakes. C stays frozen and in eval mode: its
+gradients reach the generators, its weights and BatchNorm statistics never move.
+Why each choice, and what the alternatives measured: docs/CYCLEGAN.md.
 """
 
 from __future__ import annotations
@@ -36,8 +32,9 @@ from torch import nn
 from cfxray.conventions import NORMAL, PNEUMONIA
 from cfxray.errors import UserError
 from cfxray.models.networks import PatchDiscriminator, ResnetGenerator
+from cfxray.models.parallel import unwrap
 
-COUNTER_FORMS = ("mse", "margin", "logloss")
+COUNTER_FORMS = ("mse", "margin")
 LOSS_KEYS = ("adv", "cycle", "identity", "counter", "sparsity", "variation", "g_total", "d_p",
              "d_n", "flip_n2p", "flip_p2n")
 
@@ -46,23 +43,19 @@ LOSS_KEYS = ("adv", "cycle", "identity", "counter", "sparsity", "variation", "g_
 class LossConfig:
     adversarial: float = 1.0
     lambda_cycle: float = 10.0
-    cycle_p_scale: float = 1.0
-    mu_identity: float = 5.0
+    mu_identity: float = 0.0
     gamma_counter: float = 1.0
-    counter_form: str = "mse"
-    counter_margin: float = 2.0
-    sparsity: float = 0.0
-    cycle_noise: float = 0.0
-    tv_change: float = 0.0
-    d_other_class: float = 0.0
+    counter_form: str = "margin"
+    counter_margin: float = 5.0
+    sparsity: float = 5.0
+    tv_change: float = 150.0
 
     def validate(self) -> None:
         if self.counter_form not in COUNTER_FORMS:
             raise UserError(f"unknown counterfactual loss form {self.counter_form!r}; "
                             f"choose one of {COUNTER_FORMS}")
-        weights = (self.adversarial, self.lambda_cycle, self.cycle_p_scale, self.mu_identity,
-                   self.gamma_counter, self.sparsity, self.counter_margin, self.cycle_noise,
-                   self.tv_change, self.d_other_class)
+        weights = (self.adversarial, self.lambda_cycle, self.mu_identity, self.gamma_counter,
+                   self.sparsity, self.counter_margin, self.tv_change)
         if min(weights) < 0:
             raise UserError("loss weights and the margin must be non-negative")
 
@@ -73,8 +66,6 @@ def counterfactual_loss(logits: torch.Tensor, target: int, form: str = "mse",
 
     - `mse`: squared distance of the softmax from the one-hot target (the published objective);
       bounded, but flat where the classifier is confidently wrong (no gradient to start from).
-    - `logloss`: cross-entropy to the target; never flat, never satisfied (keeps pushing, which
-      invites adversarial patterns).
     - `margin`: hinge on the logit margin, max(0, margin - (z_target - max other z)); a constant
       push until the target wins by `margin`, then nothing more to gain from fooling C.
     """
@@ -82,8 +73,6 @@ def counterfactual_loss(logits: torch.Tensor, target: int, form: str = "mse",
     if form == "mse":
         onehot = nnf.one_hot(target_idx, logits.shape[1]).to(logits.dtype)
         return (torch.softmax(logits, dim=1) - onehot).pow(2).sum(dim=1).mean()
-    if form == "logloss":
-        return nnf.cross_entropy(logits, target_idx)
     if form == "margin":
         target_logit = logits[:, target]
         others = torch.cat([logits[:, :target], logits[:, target + 1:]], dim=1)
@@ -152,19 +141,13 @@ class GeneratorPair(nn.Module):
         super().__init__()
         self.n2p, self.p2n = n2p, p2n
 
-    def forward(self, x_n: torch.Tensor, y_p: torch.Tensor, identity: bool = True,
-                cycle_noise: float = 0.0) -> dict[str, torch.Tensor]:
-        """All generator outputs of a step. `cycle_noise` (std, in [0, 1] units) is added to the
-        fakes on their way back through the cycle only: a generator can then no longer hide
-        the source image in faint patterns (CycleGAN steganography) to pass the cycle loss."""
+    def forward(self, x_n: torch.Tensor, y_p: torch.Tensor,
+                identity: bool = True) -> dict[str, torch.Tensor]:
+        """All generator outputs of a step."""
         fake_p = self.n2p(x_n)
         fake_n = self.p2n(y_p)
-        back_p, back_n = fake_p, fake_n
-        if cycle_noise > 0:
-            back_p = fake_p + cycle_noise * torch.randn_like(fake_p)
-            back_n = fake_n + cycle_noise * torch.randn_like(fake_n)
         out = {"fake_p": fake_p, "fake_n": fake_n,
-               "rec_n": self.p2n(back_p), "rec_p": self.n2p(back_n)}
+               "rec_n": self.p2n(fake_p), "rec_p": self.n2p(fake_n)}
         if identity:
             out["idt_p"] = self.n2p(y_p)
             out["idt_n"] = self.p2n(x_n)
@@ -172,33 +155,19 @@ class GeneratorPair(nn.Module):
 
 
 class DiscriminatorPair(nn.Module):
-    """D_P judges the PNEUMONIA domain, D_N the NORMAL domain.
-
-    With `other_class` > 0 each discriminator also learns that a real image of the other
-    class is not of its domain (weighted by `other_class`): D_N then learns what a lesion
-    looks like from real PNEUMONIA images, not only from the fakes, so it keeps flagging the
-    faint lesion remnant a counterfactual leaves once the frozen classifier is satisfied.
-    """
+    """D_P judges the PNEUMONIA domain, D_N the NORMAL domain, in one module so one forward
+    (and one DDP gradient sync) trains both."""
 
     def __init__(self, d_p: PatchDiscriminator, d_n: PatchDiscriminator) -> None:
         super().__init__()
         self.d_p, self.d_n = d_p, d_n
 
     def forward(self, real_p: torch.Tensor, fake_p: torch.Tensor, real_n: torch.Tensor,
-                fake_n: torch.Tensor,
-                other_class: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                fake_n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Both discriminators' LSGAN losses on real images and (pooled) fakes."""
         loss_p = 0.5 * (lsgan_loss(self.d_p(real_p), True) + lsgan_loss(self.d_p(fake_p), False))
         loss_n = 0.5 * (lsgan_loss(self.d_n(real_n), True) + lsgan_loss(self.d_n(fake_n), False))
-        if other_class > 0:
-            loss_p = loss_p + 0.5 * other_class * lsgan_loss(self.d_p(real_n), False)
-            loss_n = loss_n + 0.5 * other_class * lsgan_loss(self.d_n(real_p), False)
         return loss_p, loss_n
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return module.module if hasattr(module, "module") else module
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
@@ -216,6 +185,8 @@ class CycleGANStep:
                  pool_p: ImagePool, pool_n: ImagePool,
                  autocast: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
         losses.validate()
+        # C is explained, never trained: eval mode keeps its BatchNorm statistics fixed.
+        classifier.eval().requires_grad_(False)
         self.gens, self.discs, self.classifier = gens, discs, classifier
         self.losses = losses
         self.opt_g, self.opt_d = opt_g, opt_d
@@ -226,11 +197,10 @@ class CycleGANStep:
                        y_p: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
         w = self.losses
         discs = unwrap(self.discs)
-        out = self.gens(x_n, y_p, identity=w.mu_identity > 0, cycle_noise=w.cycle_noise)
+        out = self.gens(x_n, y_p, identity=w.mu_identity > 0)
         fake_p, fake_n = out["fake_p"], out["fake_n"]
         adv = lsgan_loss(discs.d_p(fake_p), True) + lsgan_loss(discs.d_n(fake_n), True)
-        cycle = (nnf.l1_loss(out["rec_n"], x_n)
-                 + w.cycle_p_scale * nnf.l1_loss(out["rec_p"], y_p))
+        cycle = nnf.l1_loss(out["rec_n"], x_n) + nnf.l1_loss(out["rec_p"], y_p)
         zero = adv.new_zeros(())
         identity = (nnf.l1_loss(out["idt_p"], y_p) + nnf.l1_loss(out["idt_n"], x_n)
                     if w.mu_identity > 0 else zero)
@@ -262,7 +232,7 @@ class CycleGANStep:
         fake_p = self.pool_p.query(out["fake_p"].detach().float())
         fake_n = self.pool_n.query(out["fake_n"].detach().float())
         with self.autocast():
-            loss_p, loss_n = self.discs(y_p, fake_p, x_n, fake_n, self.losses.d_other_class)
+            loss_p, loss_n = self.discs(y_p, fake_p, x_n, fake_n)
         (loss_p + loss_n).backward()
         self.opt_d.step()
         terms.update(d_p=loss_p, d_n=loss_n)

@@ -3,13 +3,13 @@
 Every network takes images in the library's convention (float [0, 1], [B, 1, H, W]) and maps
 them to its own internal range [-1, 1] itself, so callers never renormalise.
 
-Three generator variants share one encoder/residual/decoder body:
-- `plain`: the classic CycleGAN generator; the output is synthesised from scratch (tanh).
-- `residual`: the output is the input plus a predicted change; the change's last layer starts
-  small, so training starts near the identity.
+Two generator variants share one encoder/residual/decoder body:
+- `plain`: the classic CycleGAN generator; the output is synthesised from scratch (tanh). The
+  published method's generator, kept for its baseline.
 - `mask`: the output blends the input with generated content through a predicted mask
-  (`m * content + (1 - m) * input`); the mask starts nearly closed. Changes outside the mask are
-  impossible by construction, which is what keeps counterfactuals local.
+  (`m * content + (1 - m) * input`); the mask starts nearly closed, so training starts near
+  the identity. Changes outside the mask are impossible by construction, which is what keeps
+  counterfactuals local.
 
 Upsampling is a transposed convolution (`transpose`) or nearest-neighbour resize followed by a
 convolution (`resize`), which avoids the checkerboard artefacts transposed convolutions leave
@@ -30,18 +30,19 @@ from torch import nn
 
 from cfxray.conventions import GENERATORS_FILE
 from cfxray.errors import UserError
+from cfxray.models.parallel import unwrap
 
-VARIANTS = ("plain", "residual", "mask")
+VARIANTS = ("plain", "mask")
 UPSAMPLING = ("transpose", "resize")
 MASK_INIT_BIAS = -3.0  # sigmoid(-3) ~ 0.05: the mask starts nearly closed (close to identity)
-HEAD_INIT_SCALE = 0.1  # residual and mask heads start small, so training starts near identity
+HEAD_INIT_SCALE = 0.1  # the mask head starts small, so training starts near the identity
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
     image_size: int = 64
     channels: int = 1
-    ngf: int = 32
+    ngf: int = 16
     n_blocks: int = 6
     n_downsampling: int = 2
     variant: str = "mask"
@@ -64,7 +65,9 @@ class GeneratorConfig:
         unknown = set(values) - known
         if unknown:
             raise UserError(f"unknown generator config keys {sorted(unknown)}")
-        return cls(**values)
+        config = cls(**values)
+        config.validate()
+        return config
 
 
 class ResnetBlock(nn.Module):
@@ -113,13 +116,7 @@ class ResnetGenerator(nn.Module):
 
     def _init_head(self) -> None:
         conv: nn.Conv2d = self.head[1]
-        if self.config.variant == "residual":
-            # Near (not exactly) zero: an exactly-zero head would block every gradient to the
-            # body on the first steps.
-            with torch.no_grad():
-                conv.weight.mul_(HEAD_INIT_SCALE)
-                conv.bias.zero_()
-        elif self.config.variant == "mask":
+        if self.config.variant == "mask":
             c = self.config.channels
             with torch.no_grad():
                 conv.weight[c:].mul_(HEAD_INIT_SCALE)
@@ -131,8 +128,6 @@ class ResnetGenerator(nn.Module):
         variant = self.config.variant
         if variant == "plain":
             y = torch.tanh(out)
-        elif variant == "residual":
-            y = torch.clamp(x + 2 * torch.tanh(out), -1.0, 1.0)
         else:
             c = self.config.channels
             content, mask = torch.tanh(out[:, :c]), torch.sigmoid(out[:, c:])
@@ -203,15 +198,13 @@ class Generators(NamedTuple):
 
 def generators_state(n2p: nn.Module, p2n: nn.Module, config: GeneratorConfig) -> dict[str, Any]:
     """The `generators.pt` contract: config (with image_size) and both state dicts."""
-    def plain(m: nn.Module) -> nn.Module:
-        return m.module if hasattr(m, "module") else m
-    return {"config": asdict(config), "n2p": plain(n2p).state_dict(),
-            "p2n": plain(p2n).state_dict()}
+    return {"config": asdict(config), "n2p": unwrap(n2p).state_dict(),
+            "p2n": unwrap(p2n).state_dict()}
 
 
 def load_generators(path: str | Path) -> Generators:
     """Both generators, frozen and in eval mode, from `generators.pt` or the folder holding it."""
-    from cfxray.train.checkpoint import load_checkpoint
+    from cfxray.checkpoint import load_checkpoint, load_state_checked
 
     path = Path(path)
     if path.is_dir():
@@ -223,7 +216,7 @@ def load_generators(path: str | Path) -> Generators:
     models = []
     for direction in ("n2p", "p2n"):
         model = ResnetGenerator(config)
-        model.load_state_dict(ckpt[direction])
+        load_state_checked(model, ckpt[direction], path)
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)

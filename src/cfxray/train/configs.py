@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cfxray.train.loop_utils import AugmentConfig
+    from cfxray.train.augment import AugmentConfig
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class ClassifierTrainConfig:
     arch: str = "resnet18"
     stem: str = "auto"  # resnet18: auto | small | standard (cfxray.models.classifier.STEMS)
     image_size: int = 0  # 0: the data's size (the model resizes inside `forward` otherwise)
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 64  # global batch, split across torchrun processes
     lr: float = 2e-3  # peak of the one-cycle schedule
     weight_decay: float = 1e-4
@@ -28,7 +28,6 @@ class ClassifierTrainConfig:
     auc_tolerance: float = 0.002  # val AUCs this close to the best tie; lower val loss wins
     seed: int = 1234
     balanced_loss: bool = True  # class-weighted cross-entropy against class imbalance
-    ema_decay: float = 0.0  # >0: validate and keep a moving average of the weights
     init_weights: str = ""  # local weights file to start from; empty: random init
     aug_rotate_deg: float = 5.0
     aug_translate: float = 0.04
@@ -38,7 +37,6 @@ class ClassifierTrainConfig:
     aug_hflip: bool = False
     # Operational settings below change speed or output, never the result, so a run may be
     # resumed with other values.
-    num_workers: int = 0
     checkpoint_every: int = 50  # optimiser steps between mid-epoch checkpoints; 0: epochs only
     log_every: int = 10  # steps between progress-bar loss refreshes (each is one host sync)
     eval_batch_size: int = 256
@@ -47,7 +45,7 @@ class ClassifierTrainConfig:
 
     @property
     def augment(self) -> AugmentConfig:
-        from cfxray.train.loop_utils import AugmentConfig
+        from cfxray.train.augment import AugmentConfig
 
         return AugmentConfig(rotate_deg=self.aug_rotate_deg, translate=self.aug_translate,
                              scale=self.aug_scale, brightness=self.aug_brightness,
@@ -55,6 +53,6 @@ class ClassifierTrainConfig:
 
     def run_config(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""
-        operational = {"num_workers", "checkpoint_every", "log_every", "eval_batch_size",
-                       "device", "max_steps"}
+        operational = {"checkpoint_every", "log_every", "eval_batch_size", "device",
+                       "max_steps"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in operational}

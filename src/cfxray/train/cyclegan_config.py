@@ -25,7 +25,7 @@ class CycleGANTrainConfig:
     ngf: int = 16
     n_blocks: int = 6
     n_downsampling: int = 2
-    variant: str = "mask"  # plain | residual | mask
+    variant: str = "mask"  # plain | mask
     upsampling: str = "resize"  # transpose | resize
     # Discriminators: PatchGAN, 3 layers = 70x70 patches; fewer suit small images.
     ndf: int = 32
@@ -33,15 +33,12 @@ class CycleGANTrainConfig:
     # Objective (cfxray.models.cyclegan.LossConfig).
     adversarial: float = 1.0
     lambda_cycle: float = 10.0
-    cycle_p_scale: float = 1.0  # weight of the P->N->P cycle relative to N->P->N
     mu_identity: float = 0.0
     gamma_counter: float = 1.0
-    counter_form: str = "margin"  # mse (the published form) | margin | logloss
+    counter_form: str = "margin"  # mse (the published form) | margin
     counter_margin: float = 5.0
     sparsity: float = 5.0  # weight of the mean absolute change: keeps counterfactuals minimal
-    cycle_noise: float = 0.0  # noise std on fakes entering the cycle, against steganography
     tv_change: float = 150.0  # weight of the change map's total variation: smooth edits, no stripes
-    d_other_class: float = 0.0  # weight of real other-class images as fakes for each discriminator
     # Optimisation.
     epochs: int = 7
     decay_epochs: int = 3  # the last epochs, over which the learning rate falls linearly to 0

@@ -1,9 +1,11 @@
-"""What a person looks at while and after a CycleGAN trains: sample grids and a test summary.
+"""What a person looks at while and after a CycleGAN trains: sample grids and a split summary.
 
-The summary measures the counterfactuals on a whole split with the pure per-image metrics of
-`cfxray.evaluation.metrics`; the full evaluation (confidence intervals, realism, the gate) is
-`cfxray evaluate`'s job. Both directions are measured, because validity alone says nothing:
-it is read next to closeness (SSIM) and, on phantom data, against the lesion ground truth.
+The summary is `cfxray evaluate`'s own per-image measurement (`measure_direction`) averaged
+under the names `metrics.json` uses, so `summary.json`, the `val_*` columns of `log.csv` and
+the evaluation agree on what a number means; the full evaluation (confidence intervals,
+realism, the gate) stays `cfxray evaluate`'s job. Both directions are measured, because
+validity alone says nothing: it is read next to closeness (SSIM) and, on phantom data,
+against the lesion ground truth.
 """
 
 from __future__ import annotations
@@ -18,78 +20,29 @@ from torch import nn
 
 from cfxray.conventions import DIRECTIONS, PNEUMONIA
 from cfxray.data.tensors import SplitData
-from cfxray.evaluation import metrics as m
+from cfxray.evaluation.counterfactuals import generator_pair, measure_direction
+from cfxray.evaluation.figures import gray_rgb
+from cfxray.evaluation.summary import direction_means
 
 
-def _nanmean(values: torch.Tensor) -> float | None:
-    values = values.float()
-    kept = values[~torch.isnan(values)]
-    return float(kept.mean()) if kept.numel() else None
-
-
-@torch.no_grad()
-def _batched(model: nn.Module, images: torch.Tensor, batch_size: int,
-             device: torch.device) -> torch.Tensor:
-    return torch.cat([model(images[i:i + batch_size].to(device)).float().cpu()
-                      for i in range(0, len(images), batch_size)])
-
-
-def _probs(classifier: nn.Module, images: torch.Tensor, batch_size: int,
-           device: torch.device) -> torch.Tensor:
-    return torch.softmax(_batched(classifier, images, batch_size, device), dim=1)
-
-
-def direction_generators(gens: nn.Module, direction: str) -> tuple[nn.Module, nn.Module]:
-    """(forward, inverse) generators of a GeneratorPair for one direction."""
-    return (gens.n2p, gens.p2n) if direction == "n2p" else (gens.p2n, gens.n2p)
-
-
-@torch.no_grad()
 def summarise(gens: nn.Module, classifier: nn.Module, oracle: nn.Module | None,
               data: SplitData, device: torch.device, batch_size: int = 64) -> dict[str, Any]:
-    """Mean per-image metrics of both directions' counterfactuals on one split."""
-    summary: dict[str, Any] = {}
-    for direction, (source, target) in DIRECTIONS.items():
-        forward, _ = direction_generators(gens, direction)
-        index = data.class_indices(source)
-        if not len(index):
-            continue
-        x = data.as_float(index)
-        cf = _batched(forward, x, batch_size, device).clamp(0, 1)
-        after = _probs(classifier, cf, batch_size, device)
-        row: dict[str, Any] = {
-            "n": len(index),
-            "validity": _nanmean(m.validity(after, target)),
-            "source_class_before": _nanmean(m.validity(_probs(classifier, x, batch_size, device),
-                                                       source)),
-            "target_prob_after": _nanmean(after[:, target]),
-            "ssim": _nanmean(m.ssim(x, cf)),
-            "l1": _nanmean(m.l1(x, cf)),
-            "psnr": _nanmean(m.psnr(x, cf).clamp(max=100.0)),
-        }
-        if oracle is not None:
-            row["oracle_validity"] = _nanmean(m.validity(_probs(oracle, cf, batch_size, device),
-                                                         target))
-        if direction == "p2n" and data.lesion_masks is not None:
-            masks = data.lesion_masks[index]
-            row["change_in_mask"] = _nanmean(m.change_in_mask(x, cf, masks))
-            row["peak_in_mask"] = _nanmean(m.peak_in_mask(x, cf, masks))
-            row["mask_area"] = _nanmean(masks.flatten(1).float().mean(1))
-            if data.twins is not None and data.has_twin is not None:
-                has = data.has_twin[index]
-                twins = data.twins[index][has].unsqueeze(1).float().div(255.0)
-                row["lesion_removal"] = _nanmean(m.lesion_removal(x[has], cf[has], twins,
-                                                                  masks[has]))
-        summary[direction] = row
-    return summary
+    """Mean per-image metrics of both directions' counterfactuals on one split: evaluation's
+    measurement and names (`direction_means`), without intervals and realism features."""
+    return {direction: direction_means(measure_direction(direction, data, gens, classifier,
+                                                         oracle, batch_size=batch_size,
+                                                         device=device))
+            for direction, (source, _) in DIRECTIONS.items() if len(data.class_indices(source))}
+
+
+SHOWN = ("validity", "oracle_score", "ssim", "l1", "lesion_removal", "change_in_mask")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    keys = ("validity", "oracle_validity", "ssim", "l1", "lesion_removal", "change_in_mask")
     lines = []
     for direction, row in summary.items():
-        shown = [f"{k} {row[k]:.3f}" for k in keys if row.get(k) is not None]
-        lines.append(f"  {direction} (n={row['n']}): " + ", ".join(shown))
+        shown = [f"{k} {row[k]:.3f}" for k in SHOWN if row.get(k) is not None]
+        lines.append(f"  {direction} (n={row['n_images']:.0f}): " + ", ".join(shown))
     return "\n".join(lines)
 
 
@@ -97,11 +50,6 @@ def sample_images(data: SplitData, count: int) -> dict[str, torch.Tensor]:
     """The first `count` images of each source class: fixed, so epochs are comparable."""
     return {direction: data.as_float(data.class_indices(source)[:count])
             for direction, (source, _) in DIRECTIONS.items()}
-
-
-def _gray(image: torch.Tensor) -> np.ndarray:
-    return (image.clamp(0, 1).numpy() * 255).round().astype(np.uint8).repeat(3).reshape(
-        *image.shape, 3)
 
 
 def _diverging(diff: torch.Tensor, limit: float) -> np.ndarray:
@@ -123,7 +71,7 @@ def save_sample_grid(gens: nn.Module, classifier: nn.Module, samples: dict[str, 
 
     rows = []
     for direction, x in samples.items():
-        forward, inverse = direction_generators(gens, direction)
+        forward, inverse = generator_pair(gens, direction)
         cf = forward(x.to(device)).float().clamp(0, 1)
         rec = inverse(cf).float().clamp(0, 1).cpu()
         before = torch.softmax(classifier(x.to(device)).float(), 1)[:, PNEUMONIA].cpu()
@@ -143,9 +91,9 @@ def save_sample_grid(gens: nn.Module, classifier: nn.Module, samples: dict[str, 
                         f"+-{limit:.2f})", fill="black")
     for r, (direction, orig, cf, rec, p0, p1) in enumerate(rows):
         top = 18 + r * (size + label_h + pad)
-        panels = [(_gray(orig), f"{direction} original", f"P(pneu) {p0:.2f}"),
-                  (_gray(cf), "counterfactual", f"P(pneu) {p1:.2f}"),
-                  (_gray(rec), "reconstruction", ""),
+        panels = [(gray_rgb(orig.numpy()), f"{direction} original", f"P(pneu) {p0:.2f}"),
+                  (gray_rgb(cf.numpy()), "counterfactual", f"P(pneu) {p1:.2f}"),
+                  (gray_rgb(rec.numpy()), "reconstruction", ""),
                   (_diverging(cf - orig, limit), "difference", "")]
         for c, (pixels, line1, line2) in enumerate(panels):
             left = pad + c * (size + pad)
@@ -161,7 +109,7 @@ def val_row(summary: dict[str, Any]) -> dict[str, float]:
     """The few validation numbers worth a column in the per-epoch log."""
     row: dict[str, float] = {}
     for direction, values in summary.items():
-        for key in ("validity", "oracle_validity", "ssim", "lesion_removal", "change_in_mask"):
+        for key in ("validity", "oracle_score", "ssim", "lesion_removal", "change_in_mask"):
             value = values.get(key)
             if value is not None:
                 row[f"val_{key}_{direction}"] = float(value)

@@ -9,7 +9,6 @@ run continues each rank's random stream.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,9 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Sampler
 
-from cfxray.errors import UserError
+from cfxray.device import select_device
 
 
 @dataclass(frozen=True)
@@ -46,24 +44,11 @@ def env_context() -> DistContext:
                        local_rank=int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def select_device(preference: str, ctx: DistContext) -> torch.device:
-    """`auto` takes this rank's GPU when there is one; `cuda` without a GPU is a user error."""
-    if preference not in ("auto", "cpu", "cuda"):
-        raise UserError(f"unknown device {preference!r}; choose auto, cpu or cuda")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is visible")
-    if preference == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    device = torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
-    torch.cuda.set_device(device)
-    return device
-
-
 @contextmanager
 def distributed_session(device_preference: str = "auto") -> Iterator[tuple[DistContext, torch.device]]:
     """Join the torchrun process group for the duration of a training run, then leave it."""
     ctx = env_context()
-    device = select_device(device_preference, ctx)
+    device = select_device(device_preference, ctx.local_rank)
     started = ctx.is_distributed and not dist.is_initialized()
     if started:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -80,10 +65,6 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.M
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
@@ -114,40 +95,3 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
 def barrier(ctx: DistContext) -> None:
     if ctx.is_distributed:
         dist.barrier()
-
-
-class ShardSampler(Sampler[int]):
-    """This rank's share of a seeded per-epoch permutation, resumable mid-epoch.
-
-    Like `DistributedSampler` (the permutation depends only on seed and epoch, and is padded so
-    every rank gets the same count), plus `start`: the number of this rank's samples already
-    consumed, so a run resumed from a mid-epoch checkpoint sees exactly the samples the
-    uninterrupted run would have seen next.
-    """
-
-    def __init__(self, length: int, ctx: DistContext, seed: int, shuffle: bool = True) -> None:
-        self.length = length
-        self.ctx = ctx
-        self.seed = seed
-        self.shuffle = shuffle
-        self.per_rank = math.ceil(length / ctx.world_size)
-        self.epoch = 0
-        self.start = 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch = epoch
-        self.start = start
-
-    def __iter__(self) -> Iterator[int]:
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.length, generator=gen).tolist()
-        else:
-            order = list(range(self.length))
-        total = self.per_rank * self.ctx.world_size
-        order += order[: total - len(order)]  # pad by wrapping, as DistributedSampler does
-        mine = order[self.ctx.rank:total:self.ctx.world_size]
-        return iter(mine[self.start:])
-
-    def __len__(self) -> int:
-        return self.per_rank - self.start

@@ -1,1 +1,0 @@
-"""Kubeflow pipeline definitions; `cfxray pipeline compile|run|submit` imports them lazily."""

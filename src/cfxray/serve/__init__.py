@@ -1,1 +1,0 @@
-"""Serve a model repository with a real Triton server on this machine (no tritonclient here)."""

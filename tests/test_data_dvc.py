@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ("phantom", "preprocess")
 PARAMS = {
     "phantom": {"n": 24, "size": 32, "seed": 2, "pneumonia_fraction": 0.5,
-                "split_fractions": [0.6, 0.2, 0.2], "workers": 1, "contact_sheet": 4},
+                "split_fractions": [0.6, 0.2, 0.2], "workers": 1, "contact_sheet": 4,
+                "realism": "simple", "shortcut_rate": 0.0, "shortcut_confounding": 0.0},
     "preprocess": {"size": 24, "resize": "pad"},
 }
 

@@ -7,6 +7,7 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,30 @@ def test_mismatched_generator_size_is_a_user_error(setup, tmp_path, capsys):
                      "--generators", str(tmp_path / "g"), "--out", str(tmp_path / "o"),
                      "--params", str(setup["params"])])
     assert code == 2 and "16px" in capsys.readouterr().err
+
+
+def test_shortcut_marker_numbers_reach_metrics_and_report(setup, tmp_path):
+    from test_eval_shortcut import with_marker
+
+    data = tmp_path / "prepared"
+    data.mkdir()
+    shutil.copy(setup["data"] / "train.pt", data / "train.pt")
+    save_split(with_marker(phantom_split(10, seed=2), [True, False] * 10), data, "test")
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate", "--data", str(data), "--classifier", str(setup["classifier"]),
+                     "--oracle", str(setup["oracle"]), "--generators", str(setup["noise"]),
+                     "--out", str(out), "--params", str(setup["params"]), "--no-gate"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("classifier", "oracle"):
+        for key in ("shortcut_shift", "shortcut_shift_ci_low", "shortcut_decision_flips",
+                    "shortcut_shift_flag"):
+            assert metrics[f"{name}/{key}"] is not None, key
+    for d in ("n2p", "p2n"):
+        # random weights change the whole image: the region gets about its area's share
+        assert metrics[f"{d}/shortcut_area"] == pytest.approx(50 / 32**2)
+        assert metrics[f"{d}/change_on_shortcut"] < 3 * metrics[f"{d}/shortcut_area"]
+        assert metrics[f"{d}/shortcut_flag"] == 0
+    html = (out / "report.html").read_text()
+    assert "shortcut_shift" in html and "change_on_shortcut" in html
+    flagged = metrics["classifier/shortcut_shift_flag"] or metrics["oracle/shortcut_shift_flag"]
+    assert ("reads the marker" in html) == bool(flagged)

@@ -23,9 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     phantom = steps.add_parser("phantom", help="generate the synthetic chest X-ray dataset")
     add_settings(phantom, PhantomSettings, "phantom",
-                 only=("out", "n", "size", "seed", "pneumonia_fraction", "workers"),
+                 only=("out", "n", "size", "seed", "pneumonia_fraction", "realism",
+                       "shortcut_rate", "shortcut_confounding", "workers"),
                  help={"out": "output directory", "n": "number of images",
                        "size": "image side in pixels",
+                       "realism": "simple: smooth round opacities in flat lungs; hard: vessels, "
+                                  "patchy, diffuse and bilateral disease, exposure variation",
+                       "shortcut_rate": "share of images carrying the shortcut marker (0: none)",
+                       "shortcut_confounding": "0..1, how strongly train/val tie the marker to "
+                                               "PNEUMONIA (independent of the label in test)",
                        "workers": "processes (0: all cores); output is identical for any value"})
     phantom.set_defaults(func=run_phantom)
 
@@ -65,28 +71,37 @@ def _workers(requested: int) -> int:
 def run_phantom(args: argparse.Namespace) -> int:
     from cfxray.data.contact_sheet import save_contact_sheet
     from cfxray.data.manifest import (
+        class_counts,
         format_summary,
         prepare_output_dir,
         summarize,
         write_manifest,
         write_summary,
     )
-    from cfxray.data.phantom_dataset import generate
+    from cfxray.data.phantom_dataset import SHORTCUT_FIELDS, generate
     from cfxray.lineage import write_lineage
 
     p = resolve(PhantomSettings, args, "phantom")
     out = prepare_output_dir(p.out)
     rows = generate(out, n=p.n, size=p.size, seed=p.seed, pneumonia_fraction=p.pneumonia_fraction,
-                    split_fractions=p.split_fractions, workers=_workers(p.workers))
-    write_manifest(out, rows)
-    summary = summarize(rows, sizes=[(p.size, p.size)] * len(rows),
-                        extra={"source": "phantom", "seed": p.seed})
+                    split_fractions=p.split_fractions, workers=_workers(p.workers),
+                    realism=p.realism, shortcut_rate=p.shortcut_rate,
+                    shortcut_confounding=p.shortcut_confounding)
+    write_manifest(out, rows, extra_fields=SHORTCUT_FIELDS if p.shortcut_rate else ())
+    extra = {"source": "phantom", "seed": p.seed}
+    if p.shortcut_rate:
+        extra["shortcut_markers"] = class_counts([r for r in rows if r["shortcut"] == "1"])
+    summary = summarize(rows, sizes=[(p.size, p.size)] * len(rows), extra=extra)
     write_summary(out, summary)
     if p.contact_sheet:
         save_contact_sheet(out, rows, out / "contact_sheet.png", per_class=p.contact_sheet // 2)
     params = {k: v for k, v in asdict(p).items() if k not in ("out", "workers")}
     write_lineage(out, "dataset", inputs={}, params=params, metrics=summary["counts"])
     print(format_summary(summary))
+    if p.shortcut_rate:
+        marked = ", ".join(f"{split} {c['NORMAL']}/{c['PNEUMONIA']}"
+                           for split, c in extra["shortcut_markers"].items())
+        print(f"shortcut marker on NORMAL/PNEUMONIA images: {marked}")
     print(f"wrote {out}")
     return 0
 

@@ -7,8 +7,12 @@ evaluation, audits) reads one format whatever the data's origin:
     DIR/masks/lesion/{split}/{CLASS}/{stem}.png 0/255 lesion mask (phantom only)
     DIR/masks/lung/{split}/{CLASS}/{stem}.png   0/255 lung-field mask (phantom only)
     DIR/twins/{split}/PNEUMONIA/{stem}.png      lesion-free twin (phantom PNEUMONIA only)
+    DIR/masks/shortcut/{split}/{CLASS}/{stem}.png  0/255 shortcut-marker region (phantom option)
+    DIR/shortcut_twins/{split}/{CLASS}/{stem}.png  the image with the marker toggled (same option)
     DIR/manifest.csv                            one row per image, `MANIFEST_FIELDS` (ingest
-                                                adds `cfxray.data.ingest.SOURCE_FIELDS`)
+                                                adds `cfxray.data.ingest.SOURCE_FIELDS`, a
+                                                phantom with the shortcut marker
+                                                `cfxray.data.phantom_dataset.SHORTCUT_FIELDS`)
     DIR/summary.json                            counts, balance, sizes
 """
 
@@ -45,10 +49,19 @@ def twin_path(split: str, label: str, stem: str) -> str:
     return f"twins/{split}/{label}/{stem}.png"
 
 
+def shortcut_mask_path(split: str, label: str, stem: str) -> str:
+    return f"masks/shortcut/{split}/{label}/{stem}.png"
+
+
+def shortcut_twin_path(split: str, label: str, stem: str) -> str:
+    return f"shortcut_twins/{split}/{label}/{stem}.png"
+
+
 def write_manifest(root: str | Path, rows: Iterable[Row],
                    extra_fields: Sequence[str] = ()) -> Path:
     """Rows sorted by file, so the manifest's bytes depend only on the dataset's content.
-    `extra_fields` (ingest's facts about each source) follow the shared columns."""
+    `extra_fields` (ingest's facts about each source, the phantom's shortcut marker) follow
+    the shared columns."""
     path = Path(root) / MANIFEST_NAME
     ordered = sorted(rows, key=lambda r: r["file"])
     fields = (*MANIFEST_FIELDS, *extra_fields)

@@ -3,7 +3,9 @@
 Images are resized aspect-preserving, either padded (whole image kept, black borders) or
 centre-cropped (fills the square, edges lost). Lesion masks are resized with the image's own
 filter and kept wherever any lesion pixel contributes, so a twin still differs from its image
-only inside the mask after resizing; lung masks are thresholded at one half.
+only inside the mask after resizing; lung masks are thresholded at one half. The shortcut
+marker's region is kept the same way as a lesion mask, for the same reason (an image and its
+marker-toggled twin differ only inside it).
 """
 
 from __future__ import annotations
@@ -63,6 +65,21 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.round(np.clip(array, 0.0, 255.0)).astype(np.uint8)
 
 
+def _shortcut_tensors(root: Path, rows: Sequence[manifest.Row], size: int, mode: str
+                      ) -> dict[str, torch.Tensor]:
+    """The shortcut marker's region, presence and toggled twins; empty when rows lack them."""
+    if not rows or not all(r.get("shortcut_mask") and r.get("shortcut_twin") for r in rows):
+        return {}
+    regions = np.zeros((len(rows), size, size), dtype=bool)
+    toggled = np.zeros((len(rows), size, size), dtype=np.uint8)
+    for i, row in enumerate(rows):
+        regions[i] = resize_square(_load(root, row["shortcut_mask"]), size, mode) > 0.0
+        toggled[i] = _to_uint8(resize_square(_load(root, row["shortcut_twin"]), size, mode))
+    return {"shortcut_masks": torch.from_numpy(regions),
+            "has_shortcut": torch.tensor([r["shortcut"] == "1" for r in rows]),
+            "shortcut_twins": torch.from_numpy(toggled)}
+
+
 def build_split(root: Path, rows: Sequence[manifest.Row], size: int, mode: str) -> SplitData:
     has_masks = bool(rows) and all(r["lesion_mask"] and r["lung_mask"] for r in rows)
     images = np.zeros((len(rows), size, size), dtype=np.uint8)
@@ -84,6 +101,7 @@ def build_split(root: Path, rows: Sequence[manifest.Row], size: int, mode: str) 
         patient_ids=[r["patient_id"] for r in rows],
         lesion_masks=_as_tensor(lesions), lung_masks=_as_tensor(lungs), twins=_as_tensor(twins),
         has_twin=torch.from_numpy(has_twin) if has_masks else None,
+        **_shortcut_tensors(root, rows, size, mode),
     )
 
 
@@ -107,5 +125,7 @@ def preprocess(source: Path, out: Path, size: int, mode: str) -> dict[str, Any]:
         "has_masks": all(r["lesion_mask"] for r in rows) and bool(rows),
         "twins": sum(bool(r["twin"]) for r in rows),
     }
+    if any(r.get("shortcut_mask") for r in rows):
+        meta["shortcut_markers"] = sum(r["shortcut"] == "1" for r in rows)
     (out / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 ResizeMode = Literal["pad", "crop"]  # pad: the whole image, black borders | crop: centre crop
+# simple: smooth round opacities in flat lungs | hard: vessels, patchy, diffuse and bilateral
+# disease, air bronchograms, exposure variation (docs/DATA_PHANTOM.md)
+Realism = Literal["simple", "hard"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,11 @@ class PhantomSettings:
     split_fractions: tuple[float, ...] = (0.7, 0.15, 0.15)  # train, val, test
     workers: int = 0  # processes, 0: all cores; the output is identical for any value
     contact_sheet: int = 16  # examples in contact_sheet.png (0: none)
+    realism: Realism = "simple"
+    shortcut_rate: float = 0.0  # share of images with the burnt-in "AP" shortcut marker
+    # train/val: 0 marker independent of the label .. 1 only PNEUMONIA images carry it (as far
+    # as the rate allows); test: always independent
+    shortcut_confounding: float = 0.0
 
 
 @dataclass(frozen=True)

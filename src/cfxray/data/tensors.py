@@ -34,6 +34,11 @@ class SplitData:
     lung_masks: torch.Tensor | None = None  # bool [N, H, W]
     twins: torch.Tensor | None = None  # uint8 [N, H, W], lesion-free twin; zeros where none
     has_twin: torch.Tensor | None = None  # bool [N]
+    # Phantoms made with the shortcut marker only (else None): the marker's region, whether
+    # each image carries the marker, and each image rendered with the marker toggled.
+    shortcut_masks: torch.Tensor | None = None  # bool [N, H, W]
+    has_shortcut: torch.Tensor | None = None  # bool [N]
+    shortcut_twins: torch.Tensor | None = None  # uint8 [N, H, W]
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -51,9 +56,10 @@ class SplitData:
 
 
 def save_split(data: SplitData, out_dir: str | Path, split: str) -> Path:
+    """Unknown (None) fields are left out; loading restores them as None."""
     path = Path(out_dir) / f"{split}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(dict(data.__dict__), path)
+    torch.save({k: v for k, v in data.__dict__.items() if v is not None}, path)
     return path
 
 

@@ -4,7 +4,8 @@ For each direction (n2p on NORMAL images, p2n on PNEUMONIA ones) each image gets
 explained classifier's and the oracle's target-class probability before and after, whether
 each flips to the target, proximity (L1, SSIM, PSNR, sparsity), the cycle reconstruction
 error through the other generator and, where the data carries ground truth (phantoms), the
-lesion numbers (p2n) or the share of added opacity inside the lungs (n2p). Images are
+lesion numbers (p2n) or the share of added opacity inside the lungs (n2p), and on phantoms
+made with the shortcut marker, the share of the change on the marker's region. Images are
 processed in batches and only per-image numbers and realism features are kept, so memory
 does not grow with image size; `counterfactual_images` regenerates the few images a report
 shows. `cfxray evaluate` measures the test split here, and the CycleGAN trainer its
@@ -102,6 +103,12 @@ def _ground_truth(direction: str, data: SplitData, idx: torch.Tensor, x: torch.T
         out["opacity_in_lungs"] = _where_defined(m.added_opacity_in_mask(x, cf, lungs),
                                                  has_lungs & changed)
         out["lung_area"] = _where_defined(lungs.flatten(1).float().mean(dim=1), has_lungs)
+    if data.shortcut_masks is not None:
+        region = data.shortcut_masks[idx].to(device).unsqueeze(1)
+        has_region = region.flatten(1).any(dim=1)
+        out["change_on_shortcut"] = _where_defined(m.change_in_mask(x, cf, region),
+                                                   has_region & changed)
+        out["shortcut_area"] = _where_defined(region.flatten(1).float().mean(dim=1), has_region)
     return out
 
 

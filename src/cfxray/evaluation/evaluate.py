@@ -22,7 +22,7 @@ from cfxray.data.tensors import SplitData, load_split, require_both_classes
 from cfxray.device import select_device
 from cfxray.errors import UserError
 from cfxray.evaluation import classifier_metrics as cm
-from cfxray.evaluation import figures
+from cfxray.evaluation import figures, shortcut
 from cfxray.evaluation.counterfactuals import (
     DirectionResult,
     counterfactual_images,
@@ -113,6 +113,8 @@ def build_cases(result: DirectionResult, data: SplitData, generators: Generators
     x = data.as_float(idx).to(device)
     cf, _ = counterfactual_images(generators, result.direction, x)
     masks = data.lesion_masks if result.direction == "p2n" else data.lung_masks
+    if masks is not None and data.shortcut_masks is not None:
+        masks = masks | data.shortcut_masks
     cols = result.per_image
     return [figures.Case(
         direction=result.direction, kind=kind, file=data.files[int(idx[i])],
@@ -212,6 +214,13 @@ def evaluate(data_dir: str | Path, classifier_path: str | Path, oracle_path: str
     for name, p in probs.items():
         metrics |= classifier_summary(name, labels, p, settings.threshold,
                                       settings.calibration_bins, boot)
+    if shortcut.has_marker_pairs(test):
+        with_marker, without_marker = shortcut.marker_pairs(test)
+        for name, model in (("classifier", classifier), ("oracle", oracle)):
+            metrics |= shortcut.shift_summary(
+                name, pneumonia_probabilities(model, with_marker, settings.batch_size, device),
+                pneumonia_probabilities(model, without_marker, settings.batch_size, device),
+                settings.threshold, boot, settings.max_shortcut_shift)
 
     feature_net = RandomFeatureNet(settings.feature_seed).to(device)
     results, cases = [], {}
@@ -227,6 +236,7 @@ def evaluate(data_dir: str | Path, classifier_path: str | Path, oracle_path: str
         metrics |= realism_summary(direction, result.features, real_target, reference,
                                    settings.kid_subset_size, settings.kid_subsets, settings.seed)
         cases[direction] = build_cases(result, test, generators, settings.report_cases, device)
+    metrics |= shortcut.change_flags(metrics, settings.shortcut_change_ratio)
 
     gate = check_gate(metrics, settings.gate)
     metrics[VERDICT_KEY] = float(gate.passed)
@@ -250,6 +260,9 @@ def evaluate(data_dir: str | Path, classifier_path: str | Path, oracle_path: str
                             "target-class train images",
         "sparsity threshold": f"|change| > {settings.sparsity_threshold}",
         "adversarial flag": f"classifier-only flips > {settings.max_adversarial_fraction:.0%}",
+        "shortcut flags": f"change on the marker region > {settings.shortcut_change_ratio:g} x "
+                          f"its area share; |P(PNEUMONIA) shift| from the marker alone > "
+                          f"{settings.max_shortcut_shift:g} (phantoms with the marker only)",
         "settings": json.dumps(asdict(settings)),
     }
     write_report(out / REPORT_FILE, metrics, gate, enforce_gate, cases, figure_paths, context)

@@ -24,6 +24,7 @@ from cfxray.evaluation.figures import (
     png_bytes,
 )
 from cfxray.evaluation.gate import GateResult
+from cfxray.evaluation.shortcut import SHIFT_ROWS
 from cfxray.evaluation.summary import DIRECTION_MEANS
 
 CLASSIFIER_ROWS = {
@@ -106,7 +107,8 @@ def _gate_section(gate: GateResult, enforced: bool) -> str:
             f"<ul>{items}</ul></div>")
 
 
-def _warnings(metrics: dict[str, Any]) -> str:
+def warnings_section(metrics: dict[str, Any]) -> str:
+    """Every flag metrics.json raised, in words, as the report's HTML (empty when none)."""
     notes = []
     for d, title in DIRECTION_TITLES.items():
         if metrics.get(f"{d}/adversarial_flag"):
@@ -114,6 +116,19 @@ def _warnings(metrics: dict[str, Any]) -> str:
                 f"{title}: {_fmt(metrics[f'{d}/adversarial_fraction'])} of the counterfactuals "
                 "flip the explained classifier but not the independent oracle: the generator may "
                 "exploit the classifier (adversarial pattern) instead of changing the anatomy.")
+        if metrics.get(f"{d}/shortcut_flag"):
+            notes.append(
+                f"{title}: {_fmt(metrics[f'{d}/change_on_shortcut'])} of the change lies on the "
+                f"shortcut marker's region, which covers {_fmt(metrics[f'{d}/shortcut_area'])} "
+                "of the image: the counterfactuals edit the marker, so the explained classifier "
+                "depends on it rather than (only) on the lungs.")
+    for name, who in (("classifier", "explained classifier"), ("oracle", "oracle")):
+        if metrics.get(f"{name}/shortcut_shift_flag"):
+            notes.append(
+                f"The shortcut marker alone moves the {who}'s P(PNEUMONIA) by "
+                f"{_fmt(metrics[f'{name}/shortcut_shift'])} on average and changes "
+                f"{_fmt(metrics[f'{name}/shortcut_decision_flips'])} of its test decisions: it "
+                "reads the marker, a non-pathological feature tied to the label in training.")
     if metrics.get("oracle/accuracy", 1) < 0.7:
         notes.append("The oracle classifies only "
                      f"{_fmt(metrics['oracle/accuracy'])} of real test images correctly, so its "
@@ -122,9 +137,11 @@ def _warnings(metrics: dict[str, Any]) -> str:
 
 
 def _classifier_section(metrics: dict[str, Any], figures: dict[str, Path]) -> str:
+    names = CLASSIFIER_ROWS | {k: v for k, v in SHIFT_ROWS.items()
+                               if f"classifier/{k}" in metrics}
     rows = [[_td(name), _num(metric_text(metrics, f"classifier/{name}")),
              _num(metric_text(metrics, f"oracle/{name}")), _td(meaning)]
-            for name, meaning in CLASSIFIER_ROWS.items()]
+            for name, meaning in names.items()]
     images = "".join(_img(figures[name].read_bytes(), "figure", name)
                      for name in ("roc", "confusion", "reliability") if name in figures)
     n = int(metrics.get("classifier/n_images", 0))
@@ -158,7 +175,8 @@ def _cases_section(cases: dict[str, list[Case]]) -> str:
              "target-class probability of the counterfactual: best, typical (median) and worst. "
              "Difference = counterfactual - original; red brighter, blue darker, shared scale "
              "per direction; green outline = lesion mask (PNEUMONIA -> NORMAL) or lung fields "
-             "(NORMAL -> PNEUMONIA) where known.</p>"]
+             "(NORMAL -> PNEUMONIA) where known, and the shortcut marker's region on phantoms "
+             "made with one.</p>"]
     for d, rows in cases.items():
         if not rows:
             continue
@@ -188,8 +206,8 @@ def write_report(path: str | Path, metrics: dict[str, Any], gate: GateResult, en
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>cfxray evaluation</title><style>{STYLE}</style></head><body>"
         f"<h1>Counterfactual explanation evaluation</h1><p class='note'>Created {created}</p>"
-        + _gate_section(gate, enforced) + _warnings(metrics) + _classifier_section(metrics, figures)
-        + _counterfactual_section(metrics) + _cases_section(cases)
+        + _gate_section(gate, enforced) + warnings_section(metrics)
+        + _classifier_section(metrics, figures) + _counterfactual_section(metrics) + _cases_section(cases)
         + "<h2>Inputs and method</h2>" + about + "</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(document)

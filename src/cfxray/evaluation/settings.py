@@ -23,5 +23,10 @@ class EvaluateSettings:
     kid_subset_size: int = 100
     kid_subsets: int = 50
     max_adversarial_fraction: float = 0.2  # flag above this share of classifier-only flips
+    # Shortcut-marker phantoms: flag a direction whose change on the marker region exceeds
+    # this multiple of the region's area share, and a classifier whose P(PNEUMONIA) the
+    # marker alone moves by more than max_shortcut_shift on average.
+    shortcut_change_ratio: float = 3.0
+    max_shortcut_shift: float = 0.1
     report_cases: int = 1  # images per kind (best, typical, worst) and direction
     gate: GateSettings = field(default_factory=GateSettings)

@@ -32,6 +32,8 @@ DIRECTION_MEANS: dict[str, tuple[str, str]] = {
     "peak_in_mask": ("peak_in_mask", "largest change lies inside the lesion mask"),
     "opacity_in_lungs": ("opacity_in_lungs", "share of added opacity inside the lung fields"),
     "lung_area": ("lung_area", "lung area fraction: the chance level of opacity_in_lungs"),
+    "change_on_shortcut": ("change_on_shortcut", "share of the change on the shortcut marker's region"),
+    "shortcut_area": ("shortcut_area", "marker region's area fraction: the chance level of change_on_shortcut"),
 }
 
 
